@@ -1,0 +1,187 @@
+/* Maps and helpers shared by every alaz object. Each object declares the same shared maps;
+ * user space creates them once (in the first object loaded) and hands the same fds to the
+ * others with bpf_map__reuse_fd, so all programs see one ring buffer and one socket table. */
+#ifndef ALAZ_COMMON_BPF_H
+#define ALAZ_COMMON_BPF_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "alaz.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOCK_STREAM 1
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EINPROGRESS 115
+#define MSG_PEEK 2
+
+/* Load-time settings (const volatile: the verifier sees them as constants once .rodata is
+ * frozen, so they cost nothing at run time). */
+const volatile __u32 self_tgid = 0; /* the agent: never captured */
+
+/* Per-socket state, keyed by the kernel's struct sock address. */
+struct conn_state {
+	__u64 conn_id; /* unique for the agent's lifetime: sk addresses are reused */
+	__u32 seq;
+	__u32 pid;  /* first process seen on it */
+	__u8 protocol;
+	__u8 role;
+	__u8 tries; /* unclassified payloads seen */
+	__u8 ignored;
+	__u16 family;
+	__u16 lport;
+	__u16 rport;
+	__u16 _pad;
+	__u32 _pad2;
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20); /* resized by user space before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct conn_state);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* A connection id unique for the agent's lifetime without a shared counter (atomic fetch-add
+ * needs kernel 5.12; the objects would also need to share the counter): the creation time in
+ * ns and the CPU, which no two creations share. Unique for 833 days of uptime. */
+static __always_inline __u64 new_conn_id(void)
+{
+	return (bpf_ktime_get_ns() << 8) | (bpf_get_smp_processor_id() & 0xff);
+}
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+	if (c)
+		*c += 1; /* per-CPU: no atomics needed */
+}
+
+static __always_inline bool is_self(__u64 pid_tgid)
+{
+	return (__u32)(pid_tgid >> 32) == self_tgid;
+}
+
+/* fd of the current task -> struct sock, only for TCP-like stream sockets (AF_INET/AF_INET6,
+ * SOCK_STREAM). Everything else (files, pipes, UDP, unix sockets) gives NULL, so non-socket
+ * fds cost no more than this walk. */
+static __always_inline struct sock *sock_of_fd(int fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file;
+	struct socket *sock;
+	struct sock *sk;
+	unsigned int max_fds;
+	umode_t mode;
+	__u16 family;
+
+	if (fd < 0 || !fdt)
+		return NULL;
+	max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return NULL;
+	mode = BPF_CORE_READ(file, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
+		return NULL;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	return sk;
+}
+
+static __always_inline void read_addrs(struct sock *sk, struct conn_state *st)
+{
+	st->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	st->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	st->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (st->family == AF_INET) {
+		BPF_CORE_READ_INTO(st->laddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO(st->raddr, sk, __sk_common.skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO(st->laddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(st->raddr, sk, __sk_common.skc_v6_daddr);
+	}
+}
+
+/* The state of `sk`, created (with its addresses read now) when absent. */
+static __always_inline struct conn_state *conn_get_or_create(struct sock *sk, __u32 pid)
+{
+	__u64 key = (__u64)sk;
+	struct conn_state *st = bpf_map_lookup_elem(&conns, &key);
+	struct conn_state fresh = {};
+
+	if (st)
+		return st;
+	fresh.conn_id = new_conn_id();
+	fresh.pid = pid;
+	read_addrs(sk, &fresh);
+	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) && bpf_map_lookup_elem(&conns, &key) == NULL) {
+		count(CNT_CONNS_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&conns, &key);
+}
+
+static __always_inline void fill_conn_rec(struct conn_rec *r, __u8 event, struct conn_state *st,
+					  __u64 pid_tgid, int fd)
+{
+	r->kind = REC_CONN;
+	r->event = event;
+	r->role = st->role;
+	r->family = st->family;
+	r->pid = pid_tgid >> 32;
+	r->tid = (__u32)pid_tgid;
+	r->fd = fd;
+	r->conn_id = st->conn_id;
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->ts_ns = bpf_ktime_get_ns();
+	r->lport = st->lport;
+	r->rport = st->rport;
+	__builtin_memcpy(r->laddr, st->laddr, 16);
+	__builtin_memcpy(r->raddr, st->raddr, 16);
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+}
+
+static __always_inline void emit_conn(__u8 event, struct conn_state *st, __u64 pid_tgid, int fd)
+{
+	struct conn_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (!r) {
+		count(CNT_RB_DROP_CTRL);
+		return;
+	}
+	__builtin_memset(r, 0, sizeof(*r));
+	fill_conn_rec(r, event, st, pid_tgid, fd);
+	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+}
+
+#endif

@@ -1,0 +1,311 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/* L7 capture: read/write-family syscalls on TCP sockets.
+ *
+ * Enter: resolve fd -> sock, skip non-sockets and sockets already given up on, stash the
+ * arguments. Exit: with the true byte count known, copy the first `capture_size` bytes into a
+ * per-CPU scratch record, classify the socket once from its first bytes, and submit one record
+ * per syscall on classified sockets. Records go out with BPF_RB_NO_WAKEUP: a wakeup costs
+ * ~3.5 us on the traced thread here (perf-limits.md), user space polls on a timer instead. */
+#include "common.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+const volatile __u32 capture_size = 1024; /* set at load, 1..ALAZ_MAX_CAPTURE */
+
+#define ALAZ_MAX_TRIES 4 /* unclassified payloads before a socket is ignored */
+#define ALAZ_MAX_IOV 16  /* iovec entries walked per call */
+
+enum call_kind {
+	CALL_PLAIN = 0, /* read/write/recvfrom/sendto: one buffer */
+	CALL_IOV = 1,   /* readv/writev: iovec array */
+	CALL_MSG = 2,   /* recvmsg/sendmsg: msghdr -> iovec array (resolved on enter) */
+};
+
+struct pending {
+	__u64 sk;
+	__u64 buf; /* buffer, or iovec array */
+	__u64 enter_ns;
+	__s32 fd;
+	__u32 iovcnt;
+	__u8 call;
+	__u8 direction;
+	__u8 _pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* pid_tgid */
+	__type(value, struct pending);
+} pending SEC(".maps");
+
+/* The record under construction: header + room for two captures so the iovec walk can copy at
+ * any offset < capture_size with a length <= capture_size (what the verifier can bound). */
+struct scratch {
+	struct data_rec rec;
+	__u8 data[2 * ALAZ_MAX_CAPTURE];
+};
+
+/* One slot per CPU, indexed by CPU id (a per-CPU array value may not exceed 32 KiB). Programs
+ * of one CPU never nest (the kernel's bpf_prog_active guard), so a slot has one user at a time.
+ * User space sets max_entries to the number of possible CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void stash(__u64 pid_tgid, int fd, __u64 buf, __u32 iovcnt, __u8 call,
+				  __u8 direction)
+{
+	struct sock *sk;
+	struct conn_state *st;
+	struct pending p = {};
+	__u64 key;
+
+	if (is_self(pid_tgid))
+		return;
+	sk = sock_of_fd(fd);
+	if (!sk)
+		return;
+	key = (__u64)sk;
+	st = bpf_map_lookup_elem(&conns, &key);
+	if (st && st->ignored)
+		return;
+	p.sk = key;
+	p.buf = buf;
+	p.enter_ns = bpf_ktime_get_ns();
+	p.fd = fd;
+	p.iovcnt = iovcnt;
+	p.call = call;
+	p.direction = direction;
+	if (bpf_map_update_elem(&pending, &pid_tgid, &p, BPF_ANY))
+		count(CNT_PENDING_FULL);
+}
+
+/* sendmsg/recvmsg: the iovec array lives in the user's msghdr. */
+static __always_inline void stash_msg(__u64 pid_tgid, int fd, struct user_msghdr *msg, __u8 direction)
+{
+	struct user_msghdr m;
+
+	if (is_self(pid_tgid))
+		return;
+	if (bpf_probe_read_user(&m, sizeof(m), msg))
+		return;
+	stash(pid_tgid, fd, (__u64)m.msg_iov, (__u32)m.msg_iovlen, CALL_MSG, direction);
+}
+
+/* Copies up to `capture_size` of the `total` transferred bytes into s->data; returns the count. */
+static __always_inline __u32 copy_payload(struct scratch *s, struct pending *p, __u64 total)
+{
+	__u32 cap = capture_size;
+	__u32 off = 0;
+	__u64 want;
+
+	if (cap > ALAZ_MAX_CAPTURE)
+		cap = ALAZ_MAX_CAPTURE;
+	want = total < cap ? total : cap;
+	if (p->call == CALL_PLAIN) {
+		__u32 n = want;
+		if (n > ALAZ_MAX_CAPTURE)
+			n = ALAZ_MAX_CAPTURE;
+		barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
+		if (bpf_probe_read_user(s->data, n, (void *)p->buf))
+			return 0;
+		return n;
+	}
+	struct iovec *iov = (struct iovec *)p->buf;
+	for (int i = 0; i < ALAZ_MAX_IOV; i++) {
+		struct iovec v;
+		__u64 n;
+
+		if (i >= p->iovcnt || off >= want)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			break;
+		n = v.iov_len;
+		if (n > want - off)
+			n = want - off;
+		if (n > ALAZ_MAX_CAPTURE)
+			n = ALAZ_MAX_CAPTURE;
+		barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
+		/* off < want <= capture size already; the opaque mask lets the verifier see it. */
+		__u32 at = off;
+		barrier_var(at);
+		at &= ALAZ_MAX_CAPTURE - 1;
+		if (n && bpf_probe_read_user(s->data + at, n, v.iov_base))
+			break;
+		off += n;
+	}
+	return off;
+}
+
+static __always_inline bool prefix(const __u8 *d, const char *lit, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (d[i] != (__u8)lit[i])
+			return false;
+	return true;
+}
+
+/* 1: an HTTP/1.x request line starts here, 2: a status line, 0: neither. */
+static __always_inline int http1_start(const __u8 *d, __u32 len)
+{
+	if (len < 8)
+		return 0;
+	if (prefix(d, "HTTP/1.", 7))
+		return 2;
+	if (prefix(d, "GET ", 4) || prefix(d, "PUT ", 4) || prefix(d, "POST ", 5) ||
+	    prefix(d, "HEAD ", 5) || prefix(d, "PATCH ", 6) || prefix(d, "TRACE ", 6) ||
+	    prefix(d, "DELETE ", 7) || prefix(d, "OPTIONS ", 8) || prefix(d, "CONNECT ", 8))
+		return 1;
+	return 0;
+}
+
+/* Decides protocol and role once per socket. Returns false while still unknown. */
+static __always_inline bool classify(struct conn_state *st, const __u8 *d, __u32 len, __u8 direction)
+{
+	int kind = http1_start(d, len);
+
+	if (!kind) {
+		if (++st->tries >= ALAZ_MAX_TRIES) {
+			st->ignored = 1;
+			count(CNT_IGNORED);
+		}
+		return false;
+	}
+	st->protocol = PROTO_HTTP1;
+	if (st->role == ROLE_UNKNOWN) {
+		/* Wrote a request or read a response: client. Read a request or wrote a response: server. */
+		bool request = kind == 1;
+		bool egress = direction == DIR_EGRESS;
+		st->role = request == egress ? ROLE_CLIENT : ROLE_SERVER;
+	}
+	return true;
+}
+
+static __always_inline void finish(__u64 pid_tgid, long ret)
+{
+	struct pending *p = bpf_map_lookup_elem(&pending, &pid_tgid);
+	struct conn_state *st;
+	struct scratch *s;
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u32 n;
+	__u64 sk;
+
+	if (!p)
+		return;
+	if (ret <= 0)
+		goto out;
+	s = bpf_map_lookup_elem(&scratch_map, &cpu);
+	if (!s)
+		goto out;
+	sk = p->sk;
+	st = conn_get_or_create((struct sock *)sk, pid_tgid >> 32);
+	if (!st || st->ignored)
+		goto out;
+	n = copy_payload(s, p, ret);
+	if (st->protocol == PROTO_UNKNOWN && !classify(st, s->data, n, p->direction))
+		goto out;
+
+	struct data_rec *r = &s->rec;
+	r->kind = REC_DATA;
+	r->direction = p->direction;
+	r->protocol = st->protocol;
+	r->role = st->role;
+	r->flags = (__u64)ret > n ? REC_FLAG_TRUNCATED : 0;
+	r->family = st->family;
+	r->pid = pid_tgid >> 32;
+	r->tid = (__u32)pid_tgid;
+	r->fd = p->fd;
+	/* Not atomic (that needs 5.12): two threads writing one socket at the same instant may
+	 * share a number; user space orders by the ring, seq only reveals gaps. */
+	r->seq = st->seq++;
+	r->conn_id = st->conn_id;
+	r->cgroup_id = bpf_get_current_cgroup_id();
+	r->enter_ns = p->enter_ns;
+	r->exit_ns = bpf_ktime_get_ns();
+	r->bytes = ret;
+	r->captured = n;
+	r->lport = st->lport;
+	r->rport = st->rport;
+	__builtin_memcpy(r->laddr, st->laddr, 16);
+	__builtin_memcpy(r->raddr, st->raddr, 16);
+	bpf_get_current_comm(r->comm, sizeof(r->comm));
+
+	__u64 size = sizeof(struct data_rec) + n;
+	barrier_var(size);
+	if (size > sizeof(struct scratch))
+		goto out;
+	if (bpf_ringbuf_output(&events, s, size, BPF_RB_NO_WAKEUP))
+		count(CNT_RB_DROP_DATA);
+	else
+		count(CNT_DATA);
+out:
+	bpf_map_delete_elem(&pending, &pid_tgid);
+}
+
+#define ENTER_PLAIN(name, dir)                                                                   \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                              \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                                  \
+	{                                                                                        \
+		stash(bpf_get_current_pid_tgid(), ctx->args[0], ctx->args[1], 0, CALL_PLAIN, dir); \
+		return 0;                                                                        \
+	}
+
+#define ENTER_IOV(name, dir)                                                                     \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                              \
+	int enter_##name(struct trace_event_raw_sys_enter *ctx)                                  \
+	{                                                                                        \
+		stash(bpf_get_current_pid_tgid(), ctx->args[0], ctx->args[1], ctx->args[2], CALL_IOV, dir); \
+		return 0;                                                                        \
+	}
+
+#define EXIT(name)                                                                               \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                               \
+	int exit_##name(struct trace_event_raw_sys_exit *ctx)                                    \
+	{                                                                                        \
+		finish(bpf_get_current_pid_tgid(), ctx->ret);                                    \
+		return 0;                                                                        \
+	}
+
+ENTER_PLAIN(write, DIR_EGRESS)
+ENTER_PLAIN(read, DIR_INGRESS)
+ENTER_PLAIN(sendto, DIR_EGRESS)
+ENTER_IOV(writev, DIR_EGRESS)
+ENTER_IOV(readv, DIR_INGRESS)
+
+SEC("tracepoint/syscalls/sys_enter_recvfrom")
+int enter_recvfrom(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[3] & MSG_PEEK) /* peeked bytes are read again later */
+		return 0;
+	stash(bpf_get_current_pid_tgid(), ctx->args[0], ctx->args[1], 0, CALL_PLAIN, DIR_INGRESS);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_sendmsg")
+int enter_sendmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	stash_msg(bpf_get_current_pid_tgid(), ctx->args[0], (struct user_msghdr *)ctx->args[1], DIR_EGRESS);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int enter_recvmsg(struct trace_event_raw_sys_enter *ctx)
+{
+	if (ctx->args[2] & MSG_PEEK)
+		return 0;
+	stash_msg(bpf_get_current_pid_tgid(), ctx->args[0], (struct user_msghdr *)ctx->args[1], DIR_INGRESS);
+	return 0;
+}
+
+EXIT(write)
+EXIT(read)
+EXIT(sendto)
+EXIT(recvfrom)
+EXIT(writev)
+EXIT(readv)
+EXIT(sendmsg)
+EXIT(recvmsg)

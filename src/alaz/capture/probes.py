@@ -1,0 +1,156 @@
+"""What the agent loads and attaches, as plain data, and `Probes`, the live set built from it.
+
+The BPF objects live in the package (alaz/objects/*.bpf.o). They share three maps: the ring
+buffer, the per-socket table and the counters. The first object loaded creates them; the others
+reuse their fds, so every program writes into one ring and one socket table.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from importlib import resources
+
+from alaz.bpf._libbpf import LIB, check_int
+from alaz.bpf.object import BpfObject
+from alaz.bpf.ringbuf import RingReader
+from alaz.capture.records import COUNTER_NAMES, MAX_CAPTURE
+from alaz.errors import ConfigError, KernelFeatureError
+from alaz.log import get_logger
+
+__all__ = ["OBJECTS", "SHARED_MAPS", "Probes", "ProbeSpec", "required_tracepoints"]
+
+TRACEFS = "/sys/kernel/tracing"
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """One BPF object and the tracepoints its programs attach to."""
+
+    name: str  # alaz/objects/<name>.bpf.o
+    tracepoints: tuple[str, ...]  # "category/name"
+    optional: tuple[str, ...] = ()  # tracepoints an older or other-arch kernel may lack
+
+
+_DATA_CALLS = ("read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg")
+
+OBJECTS: tuple[ProbeSpec, ...] = (
+    ProbeSpec("l7", tuple(f"syscalls/sys_{side}_{call}" for call in _DATA_CALLS
+                          for side in ("enter", "exit"))),
+    ProbeSpec("tcp_state", ("syscalls/sys_enter_connect", "syscalls/sys_exit_connect",
+                            "syscalls/sys_exit_accept4", "syscalls/sys_exit_accept",
+                            "syscalls/sys_enter_close", "sock/inet_sock_set_state"),
+              optional=("syscalls/sys_exit_accept",)),
+    ProbeSpec("proc", ("sched/sched_process_exec", "sched/sched_process_exit")),
+)
+SHARED_MAPS = ("events", "conns", "counters")
+
+
+def required_tracepoints() -> list[str]:
+    return [tp for spec in OBJECTS for tp in spec.tracepoints if tp not in spec.optional]
+
+
+def _object_bytes(name: str) -> bytes:
+    return resources.files("alaz.objects").joinpath(f"{name}.bpf.o").read_bytes()
+
+
+def _tracepoint_exists(tp: str) -> bool:
+    return os.path.isdir(f"{TRACEFS}/events/{tp}")
+
+
+def _section_tracepoint(section: str) -> str | None:
+    return section.removeprefix("tracepoint/") if section.startswith("tracepoint/") else None
+
+
+class Probes:
+    """Every alaz BPF object, loaded with shared maps; owns the objects and the ring reader."""
+
+    def __init__(self, capture_bytes: int = 1024, ring_bytes: int = 16 << 20,
+                 conn_table_size: int = 65536, self_tgid: int | None = None) -> None:
+        if not 1 <= capture_bytes <= MAX_CAPTURE:
+            raise ConfigError(f"capture size {capture_bytes}: must be 1..{MAX_CAPTURE}")
+        self.capture_bytes = capture_bytes
+        self.ring_bytes = ring_bytes
+        self.conn_table_size = conn_table_size
+        self.self_tgid = os.getpid() if self_tgid is None else self_tgid
+        self.objects: list[BpfObject] = []
+        self.ring: RingReader | None = None
+        self.skipped: list[str] = []
+        self._log = get_logger("probes")
+
+    def load(self) -> None:
+        """Opens, configures and loads every object (nothing runs until `attach`)."""
+        try:
+            shared: dict[str, int] = {}
+            for spec in OBJECTS:
+                obj = BpfObject(spec.name, _object_bytes(spec.name))
+                self.objects.append(obj)
+                self._configure(obj, spec, shared)
+                obj.load()
+                if not shared:
+                    shared = {m: obj.map_fd(m) for m in SHARED_MAPS}
+            self.ring = RingReader(shared["events"], self.ring_bytes)
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self, obj: BpfObject, spec: ProbeSpec, shared: dict[str, int]) -> None:
+        values = {"self_tgid": self.self_tgid}
+        if spec.name == "l7":
+            values["capture_size"] = self.capture_bytes
+            obj.set_max_entries("scratch_map", max(1, int(LIB.libbpf_num_possible_cpus())))
+        obj.set_rodata(values)
+        if shared:
+            for name, fd in shared.items():
+                obj.reuse_map(name, fd)
+        else:
+            obj.set_max_entries("events", self.ring_bytes)
+            obj.set_max_entries("conns", self.conn_table_size)
+        for prog, section in obj.programs():
+            tp = _section_tracepoint(section)
+            if tp and not _tracepoint_exists(tp):
+                if tp not in spec.optional:
+                    raise KernelFeatureError(
+                        f"attach {prog}: tracepoint {tp} is missing from {TRACEFS}/events")
+                obj.set_autoload(prog, False)
+                self.skipped.append(tp)
+
+    def attach(self) -> int:
+        """Attaches every loaded program; returns how many."""
+        n = 0
+        for obj in self.objects:
+            for prog, section in obj.programs():
+                tp = _section_tracepoint(section)
+                if tp in self.skipped:
+                    continue
+                obj.attach(prog)
+                n += 1
+        self._log.info("probes.attached", programs=n, skipped=self.skipped)
+        return n
+
+    def detach(self) -> None:
+        for obj in self.objects:
+            obj.detach()
+
+    def counters(self) -> dict[str, int]:
+        """The kernel-side counters, summed over CPUs."""
+        if not self.objects:
+            return {}
+        fd = self.objects[0].map_fd("counters")
+        ncpu = max(1, int(LIB.libbpf_num_possible_cpus()))
+        out: dict[str, int] = {}
+        for i, name in enumerate(COUNTER_NAMES):
+            key = ctypes.c_uint32(i)
+            vals = (ctypes.c_uint64 * ncpu)()
+            check_int(LIB.bpf_map_lookup_elem(fd, ctypes.byref(key), vals), "read counters")
+            out[name] = sum(vals)
+        return out
+
+    def close(self) -> None:
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
+        for obj in reversed(self.objects):
+            obj.close()
+        self.objects.clear()
