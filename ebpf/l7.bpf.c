@@ -11,9 +11,11 @@
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 const volatile __u32 capture_size = 1024; /* set at load, 1..ALAZ_MAX_CAPTURE */
+const volatile __u32 max_chunks = 4;        /* capture windows per syscall, 1..ALAZ_MAX_CHUNKS */
 
 #define ALAZ_MAX_TRIES 4 /* unclassified payloads before a socket is ignored */
 #define ALAZ_MAX_IOV 16  /* iovec entries walked per call */
+#define ALAZ_MAX_CHUNKS 8
 
 enum call_kind {
 	CALL_PLAIN = 0, /* read/write/recvfrom/sendto: one buffer */
@@ -96,49 +98,19 @@ static __always_inline void stash_msg(__u64 pid_tgid, int fd, struct user_msghdr
 	stash(pid_tgid, fd, (__u64)m.msg_iov, (__u32)m.msg_iovlen, CALL_MSG, direction);
 }
 
-/* Copies up to `capture_size` of the `total` transferred bytes into s->data; returns the count. */
-static __always_inline __u32 copy_payload(struct scratch *s, struct pending *p, __u64 total)
+/* Copies min(len, capture size) bytes from user memory into s->data; returns the count. */
+static __always_inline __u32 copy_user(struct scratch *s, __u64 src, __u64 len)
 {
-	__u32 cap = capture_size;
-	__u32 off = 0;
-	__u64 want;
+	__u64 n = len;
 
-	if (cap > ALAZ_MAX_CAPTURE)
-		cap = ALAZ_MAX_CAPTURE;
-	want = total < cap ? total : cap;
-	if (p->call == CALL_PLAIN) {
-		__u32 n = want;
-		if (n > ALAZ_MAX_CAPTURE)
-			n = ALAZ_MAX_CAPTURE;
-		barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
-		if (bpf_probe_read_user(s->data, n, (void *)p->buf))
-			return 0;
-		return n;
-	}
-	struct iovec *iov = (struct iovec *)p->buf;
-	for (int i = 0; i < ALAZ_MAX_IOV; i++) {
-		struct iovec v;
-		__u64 n;
-
-		if (i >= p->iovcnt || off >= want)
-			break;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			break;
-		n = v.iov_len;
-		if (n > want - off)
-			n = want - off;
-		if (n > ALAZ_MAX_CAPTURE)
-			n = ALAZ_MAX_CAPTURE;
-		barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
-		/* off < want <= capture size already; the opaque mask lets the verifier see it. */
-		__u32 at = off;
-		barrier_var(at);
-		at &= ALAZ_MAX_CAPTURE - 1;
-		if (n && bpf_probe_read_user(s->data + at, n, v.iov_base))
-			break;
-		off += n;
-	}
-	return off;
+	if (n > capture_size)
+		n = capture_size;
+	if (n > ALAZ_MAX_CAPTURE)
+		n = ALAZ_MAX_CAPTURE;
+	barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
+	if (!n || bpf_probe_read_user(s->data, n, (void *)src))
+		return 0;
+	return n;
 }
 
 static __always_inline bool prefix(const __u8 *d, const char *lit, int n)
@@ -185,14 +157,89 @@ static __always_inline bool classify(struct conn_state *st, const __u8 *d, __u32
 	return true;
 }
 
+/* Submits the record in `s`: `n` payload bytes standing for `bytes` stream bytes. Classifies
+ * the socket from the first window it sees; false when the socket is (still) unknown. */
+static __always_inline bool submit(struct scratch *s, struct conn_state *st, __u8 direction,
+				   __u32 n, __u64 bytes, __u32 chunk_off)
+{
+	struct data_rec *r = &s->rec;
+	__u64 size = sizeof(struct data_rec) + n;
+
+	if (st->protocol == PROTO_UNKNOWN && !classify(st, s->data, n, direction))
+		return false;
+	r->protocol = st->protocol;
+	r->role = st->role;
+	/* Not atomic (that needs 5.12): two threads writing one socket at the same instant may
+	 * share a number; user space orders by the ring, seq only reveals gaps. */
+	r->seq = st->seq++;
+	r->chunk_off = chunk_off;
+	r->bytes = bytes;
+	r->captured = n;
+	r->flags = bytes > n ? REC_FLAG_TRUNCATED : 0;
+	barrier_var(size);
+	if (size > sizeof(struct scratch))
+		return true;
+	if (bpf_ringbuf_output(&events, s, size, BPF_RB_NO_WAKEUP))
+		count(CNT_RB_DROP_DATA);
+	else
+		count(CNT_DATA);
+	return true;
+}
+
+/* read/write/recvfrom/sendto: one record per capture window of the transferred bytes, up to
+ * `max_chunks` windows, so several small pipelined messages in one syscall (Redis pipelines,
+ * HTTP pipelining) are all seen. The last record's `bytes` also covers what was not copied,
+ * so a parser can skip a large body by its length. */
+static __always_inline void emit_plain(struct scratch *s, struct pending *p,
+				       struct conn_state *st, __u64 ret)
+{
+	__u64 cap = capture_size > ALAZ_MAX_CAPTURE ? ALAZ_MAX_CAPTURE : capture_size;
+
+	for (__u32 c = 0; c < ALAZ_MAX_CHUNKS; c++) {
+		__u64 start = c * cap;
+		bool last = c + 1 >= max_chunks || start + cap >= ret;
+		__u32 n = copy_user(s, p->buf + start, ret - start);
+
+		if (!n || !submit(s, st, p->direction, n, last ? ret - start : n, start) || last)
+			return;
+	}
+}
+
+/* readv/writev/recvmsg/sendmsg: one record per iovec (its first capture window), so message
+ * boundaries that follow iovec boundaries (a response head and its body) stay visible. */
+static __always_inline void emit_iov(struct scratch *s, struct pending *p, struct conn_state *st,
+				     __u64 ret)
+{
+	struct iovec *iov = (struct iovec *)p->buf;
+	__u64 done = 0;
+
+	for (int i = 0; i < ALAZ_MAX_IOV; i++) {
+		struct iovec v;
+		__u64 len;
+		__u32 n;
+		bool last;
+
+		if (i >= p->iovcnt || done >= ret)
+			return;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			return;
+		len = v.iov_len < ret - done ? v.iov_len : ret - done;
+		last = i + 1 >= p->iovcnt || i + 1 >= ALAZ_MAX_IOV || done + len >= ret;
+		if (len) {
+			n = copy_user(s, (__u64)v.iov_base, len);
+			if (!submit(s, st, p->direction, n, last ? ret - done : len, done))
+				return;
+		}
+		done += len;
+	}
+}
+
 static __always_inline void finish(__u64 pid_tgid, long ret)
 {
 	struct pending *p = bpf_map_lookup_elem(&pending, &pid_tgid);
 	struct conn_state *st;
 	struct scratch *s;
 	__u32 cpu = bpf_get_smp_processor_id();
-	__u32 n;
-	__u64 sk;
 
 	if (!p)
 		return;
@@ -201,47 +248,30 @@ static __always_inline void finish(__u64 pid_tgid, long ret)
 	s = bpf_map_lookup_elem(&scratch_map, &cpu);
 	if (!s)
 		goto out;
-	sk = p->sk;
-	st = conn_get_or_create((struct sock *)sk, pid_tgid >> 32);
+	st = conn_get_or_create((struct sock *)p->sk, pid_tgid >> 32);
 	if (!st || st->ignored)
-		goto out;
-	n = copy_payload(s, p, ret);
-	if (st->protocol == PROTO_UNKNOWN && !classify(st, s->data, n, p->direction))
 		goto out;
 
 	struct data_rec *r = &s->rec;
 	r->kind = REC_DATA;
 	r->direction = p->direction;
-	r->protocol = st->protocol;
-	r->role = st->role;
-	r->flags = (__u64)ret > n ? REC_FLAG_TRUNCATED : 0;
 	r->family = st->family;
 	r->pid = pid_tgid >> 32;
 	r->tid = (__u32)pid_tgid;
 	r->fd = p->fd;
-	/* Not atomic (that needs 5.12): two threads writing one socket at the same instant may
-	 * share a number; user space orders by the ring, seq only reveals gaps. */
-	r->seq = st->seq++;
 	r->conn_id = st->conn_id;
 	r->cgroup_id = bpf_get_current_cgroup_id();
 	r->enter_ns = p->enter_ns;
 	r->exit_ns = bpf_ktime_get_ns();
-	r->bytes = ret;
-	r->captured = n;
 	r->lport = st->lport;
 	r->rport = st->rport;
 	__builtin_memcpy(r->laddr, st->laddr, 16);
 	__builtin_memcpy(r->raddr, st->raddr, 16);
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
-
-	__u64 size = sizeof(struct data_rec) + n;
-	barrier_var(size);
-	if (size > sizeof(struct scratch))
-		goto out;
-	if (bpf_ringbuf_output(&events, s, size, BPF_RB_NO_WAKEUP))
-		count(CNT_RB_DROP_DATA);
+	if (p->call == CALL_PLAIN)
+		emit_plain(s, p, st, ret);
 	else
-		count(CNT_DATA);
+		emit_iov(s, p, st, ret);
 out:
 	bpf_map_delete_elem(&pending, &pid_tgid);
 }

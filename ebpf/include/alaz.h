@@ -72,13 +72,15 @@ struct data_rec {
 	__u64 cgroup_id;
 	__u64 enter_ns; /* CLOCK_MONOTONIC */
 	__u64 exit_ns;
-	__u64 bytes;    /* what the syscall really transferred */
-	__u32 captured; /* payload bytes that follow this header (<= capture size) */
+	__u64 bytes;     /* stream bytes this record stands for: captured + any uncopied tail */
+	__u32 captured;  /* payload bytes that follow this header (<= capture size) */
+	__u32 chunk_off; /* where this record starts within the syscall's bytes */
 	__u16 lport;    /* host order */
 	__u16 rport;
 	__u8 laddr[16]; /* IPv4: first 4 bytes, network order */
 	__u8 raddr[16];
 	char comm[ALAZ_COMM_LEN];
+	__u32 _pad0;
 };
 
 struct conn_rec {

@@ -23,6 +23,11 @@
  * frozen, so they cost nothing at run time). */
 const volatile __u32 self_tgid = 0; /* the agent: never captured */
 
+/* Referenced so the record types land in every object's BTF, where the ABI test reads them. */
+struct data_rec *_abi_data_rec __attribute__((unused));
+struct conn_rec *_abi_conn_rec __attribute__((unused));
+struct proc_rec *_abi_proc_rec __attribute__((unused));
+
 /* Per-socket state, keyed by the kernel's struct sock address. */
 struct conn_state {
 	__u64 conn_id; /* unique for the agent's lifetime: sk addresses are reused */
@@ -124,11 +129,11 @@ static __always_inline void read_addrs(struct sock *sk, struct conn_state *st)
 	st->lport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	st->rport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (st->family == AF_INET) {
-		BPF_CORE_READ_INTO(st->laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(st->raddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(st->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(st->raddr, 4, &sk->__sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(st->laddr, sk, __sk_common.skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(st->raddr, sk, __sk_common.skc_v6_daddr);
+		bpf_core_read(st->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(st->raddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 
@@ -16,12 +17,11 @@ from alaz.bpf._libbpf import LIB, check_int
 from alaz.bpf.object import BpfObject
 from alaz.bpf.ringbuf import RingReader
 from alaz.capture.records import COUNTER_NAMES, MAX_CAPTURE
+from alaz.doctor import tracefs_root
 from alaz.errors import ConfigError, KernelFeatureError
 from alaz.log import get_logger
 
 __all__ = ["OBJECTS", "SHARED_MAPS", "Probes", "ProbeSpec", "required_tracepoints"]
-
-TRACEFS = "/sys/kernel/tracing"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _object_bytes(name: str) -> bytes:
 
 
 def _tracepoint_exists(tp: str) -> bool:
-    return os.path.isdir(f"{TRACEFS}/events/{tp}")
+    return os.path.isdir(f"{tracefs_root()}/events/{tp}")
 
 
 def _section_tracepoint(section: str) -> str | None:
@@ -112,7 +112,7 @@ class Probes:
             if tp and not _tracepoint_exists(tp):
                 if tp not in spec.optional:
                     raise KernelFeatureError(
-                        f"attach {prog}: tracepoint {tp} is missing from {TRACEFS}/events")
+                        f"attach {prog}: tracepoint {tp} is missing from {tracefs_root()}/events")
                 obj.set_autoload(prog, False)
                 self.skipped.append(tp)
 
@@ -130,6 +130,12 @@ class Probes:
         return n
 
     def detach(self) -> None:
+        """Detaches every program. Each link's release waits for an RCU grace period
+        (~70 ms here), so the links are destroyed from threads at once, not one by one."""
+        links = [link for obj in self.objects for link in obj.links]
+        if links:
+            with ThreadPoolExecutor(max_workers=min(32, len(links))) as pool:
+                list(pool.map(lambda link: link.destroy(), links))
         for obj in self.objects:
             obj.detach()
 

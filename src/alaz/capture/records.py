@@ -69,8 +69,8 @@ COUNTER_NAMES = ("ringbuf_drop_data", "ringbuf_drop_control", "pending_map_full"
                  "conns_map_full", "data_records", "sockets_ignored")
 
 # struct data_rec: kind, direction, protocol, role, flags, family, pid, tid, fd, seq, conn_id,
-# cgroup_id, enter_ns, exit_ns, bytes, captured, lport, rport, laddr, raddr, comm
-DATA_REC = struct.Struct("<HBBBBHIIiIQQQQQIHH16s16s16s")
+# cgroup_id, enter_ns, exit_ns, bytes, captured, chunk_off, lport, rport, laddr, raddr, comm
+DATA_REC = struct.Struct("<HBBBBHIIiIQQQQQIIHH16s16s16s4x")
 # struct conn_rec: kind, event, role, family, pid, tid, fd, conn_id, cgroup_id, ts_ns,
 # lport, rport, laddr, raddr, comm
 CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")
@@ -80,7 +80,7 @@ PROC_REC = struct.Struct("<HBxII4xQQ16s")
 # Field names in struct order (padding excluded), for the ABI test.
 DATA_FIELDS = ("kind", "direction", "protocol", "role", "flags", "family", "pid", "tid", "fd",
                "seq", "conn_id", "cgroup_id", "enter_ns", "exit_ns", "bytes", "captured",
-               "lport", "rport", "laddr", "raddr", "comm")
+               "chunk_off", "lport", "rport", "laddr", "raddr", "comm")
 CONN_FIELDS = ("kind", "event", "role", "family", "pid", "tid", "fd", "conn_id", "cgroup_id",
                "ts_ns", "lport", "rport", "laddr", "raddr", "comm")
 PROC_FIELDS = ("kind", "event", "pid", "ppid", "cgroup_id", "ts_ns", "comm")

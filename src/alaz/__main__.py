@@ -1,0 +1,5 @@
+import sys
+
+from alaz.cli import main
+
+sys.exit(main())

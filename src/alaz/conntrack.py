@@ -1,0 +1,148 @@
+"""Connections as the kernel reports them, each with its protocol parser.
+
+A connection is keyed by the kernel-assigned conn id (one per socket, so the client and server
+ends of a local connection are two connections, each with its own role). Data records are fed
+to the connection's parser in ring order; a gap in the per-connection sequence number means
+records were lost, and the parser resyncs. Memory is bounded: at most `max_conns` connections
+(the oldest is dropped and counted past that), idle ones are swept.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from alaz.capture.records import Direction, Protocol, Role
+from alaz.clock import MonotonicClock
+from alaz.model import Exchange
+from alaz.protocols.http1 import Http1Connection
+
+__all__ = ["Conn", "ConnTracker", "TrackerStats", "format_addr"]
+
+_V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+_ROLE_NAMES = {Role.CLIENT: "client", Role.SERVER: "server"}
+
+
+def format_addr(family: int, raw: bytes) -> str:
+    """A printable address; IPv4-mapped IPv6 addresses print as IPv4."""
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, raw[:4])
+    if raw[:12] == _V4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, raw[12:16])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+class Conn:
+    """One socket end: who owns it, where it goes, and its parser."""
+
+    __slots__ = ("client_ip", "client_port", "comm", "fd", "last_ns", "next_seq", "parser",
+                 "pid", "protocol", "role", "server_ip", "server_port", "tid", "cgroup_id")
+
+    def __init__(self, role: int, protocol: int, family: int, lport: int, rport: int,
+                 laddr: bytes, raddr: bytes, parser: Any) -> None:
+        self.role = role
+        self.protocol = protocol
+        local, remote = format_addr(family, laddr), format_addr(family, raddr)
+        if role == Role.SERVER:
+            self.client_ip, self.client_port = remote, rport
+            self.server_ip, self.server_port = local, lport
+        else:
+            self.client_ip, self.client_port = local, lport
+            self.server_ip, self.server_port = remote, rport
+        self.parser = parser
+        self.next_seq = 0
+        self.pid = self.tid = self.fd = self.cgroup_id = self.last_ns = 0
+        self.comm = ""
+
+
+@dataclass
+class TrackerStats:
+    conns_opened: int = 0
+    conns_evicted: int = 0  # dropped because the table was full
+    conns_idle_swept: int = 0
+    seq_gaps: int = 0  # connections where kernel records went missing
+    records_unparsed: int = 0  # protocol without a parser here
+    exchanges: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class ConnTracker:
+    """Feeds data records to per-connection parsers and turns pairs into Exchanges."""
+
+    def __init__(self, clock: MonotonicClock, max_conns: int = 65536,
+                 idle_timeout_s: float = 600.0) -> None:
+        self.clock = clock
+        self.max_conns = max_conns
+        self.idle_timeout_ns = int(idle_timeout_s * 1e9)
+        self.conns: dict[int, Conn] = {}
+        self.stats = TrackerStats()
+
+    def on_data(self, rec: tuple[Any, ...], payload: bytes, out: list[Exchange]) -> None:
+        """`rec` is a DATA_REC tuple (see capture/records.py)."""
+        (_, direction, protocol, role, _flags, family, pid, tid, fd, seq, conn_id, cgroup_id,
+         enter_ns, exit_ns, nbytes, _captured, _chunk_off, lport, rport, laddr, raddr, comm) = rec
+        conn = self.conns.get(conn_id)
+        if conn is None:
+            conn = self._open(conn_id, role, protocol, family, lport, rport, laddr, raddr)
+            if conn is None:
+                return
+            conn.next_seq = seq
+        if seq != conn.next_seq:
+            self.stats.seq_gaps += 1
+            conn.parser.lost()
+        conn.next_seq = seq + 1
+        conn.pid, conn.tid, conn.fd, conn.cgroup_id, conn.last_ns = pid, tid, fd, cgroup_id, exit_ns
+        if conn.comm == "" or direction == Direction.EGRESS:
+            conn.comm = comm.split(b"\0", 1)[0].decode(errors="replace")
+        pairs = conn.parser.feed(direction, payload, nbytes, enter_ns, exit_ns)
+        if pairs:
+            self._emit(conn, pairs, out)
+
+    def on_close(self, conn_id: int, ts_ns: int, out: list[Exchange]) -> None:
+        conn = self.conns.pop(conn_id, None)
+        if conn is not None:
+            pairs = conn.parser.close(ts_ns)
+            if pairs:
+                self._emit(conn, pairs, out)
+
+    def sweep(self, now_ns: int) -> None:
+        """Drops connections idle for longer than the timeout (their close was never seen)."""
+        cutoff = now_ns - self.idle_timeout_ns
+        stale = [cid for cid, c in self.conns.items() if c.last_ns < cutoff]
+        for cid in stale:
+            del self.conns[cid]
+        self.stats.conns_idle_swept += len(stale)
+
+    def _open(self, conn_id: int, role: int, protocol: int, family: int, lport: int,
+              rport: int, laddr: bytes, raddr: bytes) -> Conn | None:
+        if protocol != Protocol.HTTP1 or role not in _ROLE_NAMES:
+            self.stats.records_unparsed += 1
+            return None
+        parser = Http1Connection(_ROLE_NAMES[Role(role)])
+        conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
+        if len(self.conns) >= self.max_conns:
+            del self.conns[next(iter(self.conns))]  # the oldest opened
+            self.stats.conns_evicted += 1
+        self.conns[conn_id] = conn
+        self.stats.conns_opened += 1
+        return conn
+
+    def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange]) -> None:
+        client = conn.role == Role.CLIENT
+        role = "client" if client else "server"
+        wall_ms = self.clock.wall_ms
+        for p in pairs:
+            if client:
+                start = p.req_first_enter_ns
+                latency = p.resp_first_exit_ns - start
+            else:
+                start = p.req_first_exit_ns
+                latency = p.resp_first_enter_ns - p.req_last_exit_ns
+            out.append(Exchange(
+                "HTTP", role, conn.pid, conn.tid, conn.comm, conn.fd, conn.cgroup_id,
+                conn.client_ip, conn.client_port, conn.server_ip, conn.server_port,
+                p.method, p.path, p.status, max(latency, 0), wall_ms(start), False,
+                p.req_bytes, p.resp_bytes, p.host,
+            ))
+        self.stats.exchanges += len(pairs)
