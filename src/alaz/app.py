@@ -14,6 +14,7 @@ import gc
 import os
 import signal
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from alaz.capture.collector import Collector
@@ -36,7 +37,7 @@ _SWEEP_EVERY_S = 30.0
 class ExchangeSink(Protocol):
     """Where exchanges go (export/): non-blocking submit, background run, bounded flush."""
 
-    def submit(self, exchanges: list[Exchange]) -> None: ...
+    def submit(self, exchanges: Sequence[Exchange]) -> None: ...
 
     async def run(self) -> None: ...
 
@@ -46,7 +47,7 @@ class ExchangeSink(Protocol):
 class Agent:
     """One agent process."""
 
-    def __init__(self, config: AgentConfig, sinks: list[ExchangeSink]) -> None:
+    def __init__(self, config: AgentConfig, sinks: Sequence[ExchangeSink]) -> None:
         self.config = config
         self.sinks = sinks
         self.log = get_logger("agent")
@@ -62,8 +63,9 @@ class Agent:
     def start_probes(self) -> None:
         failed = [c for c in check_host(mount_tracefs=True) if not c.ok]
         if failed:
-            raise KernelFeatureError("start: this host cannot run the agent:\n"
-                                     + format_checks(failed))
+            raise KernelFeatureError(
+                "start: this host cannot run the agent:\n" + format_checks(failed)
+            )
         cap = self.config.capture
         probes = Probes(capture_bytes=cap.capture_bytes, ring_bytes=cap.ring_bytes)
         probes.load()
@@ -102,8 +104,12 @@ class Agent:
 
     def _announce_ready(self) -> None:
         assert self.probes is not None
-        self.log.info("agent.ready", pid=os.getpid(), capture_bytes=self.probes.capture_bytes,
-                      ring_bytes=self.probes.ring_bytes)
+        self.log.info(
+            "agent.ready",
+            pid=os.getpid(),
+            capture_bytes=self.probes.capture_bytes,
+            ring_bytes=self.probes.ring_bytes,
+        )
         if self.config.ready_file:
             with open(self.config.ready_file, "w") as f:
                 f.write(f"{os.getpid()}\n")
@@ -145,6 +151,10 @@ class Agent:
 
     def _log_stats(self) -> None:
         assert self.probes is not None and self.collector is not None
-        self.log.info("agent.stats", kernel=self.probes.counters(),
-                      collector=vars(self.collector.stats), tracker=vars(self.tracker.stats),
-                      conns=len(self.tracker.conns))
+        self.log.info(
+            "agent.stats",
+            kernel=self.probes.counters(),
+            collector=vars(self.collector.stats),
+            tracker=vars(self.tracker.stats),
+            conns=len(self.tracker.conns),
+        )

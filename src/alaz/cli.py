@@ -20,8 +20,11 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="alaz", description="eBPF node agent: every request "
-                                "between services on this node, named after Kubernetes objects.")
+    p = argparse.ArgumentParser(
+        prog="alaz",
+        description="eBPF node agent: every request "
+        "between services on this node, named after Kubernetes objects.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="capture and export (JSON lines on stdout by default)")
     for name in override_names():
@@ -56,8 +59,11 @@ def _run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         agent_ref: list[Agent] = []
-        sinks = build_sinks(config, on_stop_collection=lambda: agent_ref[0].stop_collection(),
-                            on_restart=lambda: agent_ref[0].request_stop())
+        sinks = build_sinks(
+            config,
+            on_stop_collection=lambda: agent_ref[0].stop_collection(),
+            on_restart=lambda: agent_ref[0].request_stop(),
+        )
         agent = Agent(config, sinks)
         agent_ref.append(agent)
         await agent.run()

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from alaz.capture.records import Direction, Protocol, Role
+from alaz.capture.records import Protocol, Role
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
 from alaz.protocols.http1 import Http1Connection
@@ -36,11 +36,29 @@ def format_addr(family: int, raw: bytes) -> str:
 class Conn:
     """One socket end: who owns it, where it goes, and its parser."""
 
-    __slots__ = ("client_ip", "client_port", "comm", "fd", "last_ns", "next_seq", "parser",
-                 "pid", "protocol", "role", "server_ip", "server_port", "tid", "cgroup_id")
+    __slots__ = (
+        "client_ip",
+        "client_port",
+        "last",
+        "next_seq",
+        "parser",
+        "protocol",
+        "role",
+        "server_ip",
+        "server_port",
+    )
 
-    def __init__(self, role: int, protocol: int, family: int, lport: int, rport: int,
-                 laddr: bytes, raddr: bytes, parser: Any) -> None:
+    def __init__(
+        self,
+        role: int,
+        protocol: int,
+        family: int,
+        lport: int,
+        rport: int,
+        laddr: bytes,
+        raddr: bytes,
+        parser: Any,
+    ) -> None:
         self.role = role
         self.protocol = protocol
         local, remote = format_addr(family, laddr), format_addr(family, raddr)
@@ -52,8 +70,7 @@ class Conn:
             self.server_ip, self.server_port = remote, rport
         self.parser = parser
         self.next_seq = 0
-        self.pid = self.tid = self.fd = self.cgroup_id = self.last_ns = 0
-        self.comm = ""
+        self.last: tuple[Any, ...] = ()  # the latest DATA_REC tuple seen on this connection
 
 
 @dataclass
@@ -70,8 +87,9 @@ class TrackerStats:
 class ConnTracker:
     """Feeds data records to per-connection parsers and turns pairs into Exchanges."""
 
-    def __init__(self, clock: MonotonicClock, max_conns: int = 65536,
-                 idle_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, clock: MonotonicClock, max_conns: int = 65536, idle_timeout_s: float = 600.0
+    ) -> None:
         self.clock = clock
         self.max_conns = max_conns
         self.idle_timeout_ns = int(idle_timeout_s * 1e9)
@@ -79,23 +97,19 @@ class ConnTracker:
         self.stats = TrackerStats()
 
     def on_data(self, rec: tuple[Any, ...], payload: bytes, out: list[Exchange]) -> None:
-        """`rec` is a DATA_REC tuple (see capture/records.py)."""
-        (_, direction, protocol, role, _flags, family, pid, tid, fd, seq, conn_id, cgroup_id,
-         enter_ns, exit_ns, nbytes, _captured, _chunk_off, lport, rport, laddr, raddr, comm) = rec
-        conn = self.conns.get(conn_id)
+        """`rec` is a DATA_REC tuple (see capture/records.py). Hot path: index, don't unpack."""
+        conn = self.conns.get(rec[10])
         if conn is None:
-            conn = self._open(conn_id, role, protocol, family, lport, rport, laddr, raddr)
+            conn = self._open(rec)
             if conn is None:
                 return
-            conn.next_seq = seq
+        seq = rec[9]
         if seq != conn.next_seq:
             self.stats.seq_gaps += 1
             conn.parser.lost()
         conn.next_seq = seq + 1
-        conn.pid, conn.tid, conn.fd, conn.cgroup_id, conn.last_ns = pid, tid, fd, cgroup_id, exit_ns
-        if conn.comm == "" or direction == Direction.EGRESS:
-            conn.comm = comm.split(b"\0", 1)[0].decode(errors="replace")
-        pairs = conn.parser.feed(direction, payload, nbytes, enter_ns, exit_ns)
+        conn.last = rec  # pid, tid, fd, comm... are read from it only when an exchange is made
+        pairs = conn.parser.feed(rec[1], payload, rec[14], rec[12], rec[13])
         if pairs:
             self._emit(conn, pairs, out)
 
@@ -109,18 +123,42 @@ class ConnTracker:
     def sweep(self, now_ns: int) -> None:
         """Drops connections idle for longer than the timeout (their close was never seen)."""
         cutoff = now_ns - self.idle_timeout_ns
-        stale = [cid for cid, c in self.conns.items() if c.last_ns < cutoff]
+        stale = [cid for cid, c in self.conns.items() if c.last and c.last[13] < cutoff]
         for cid in stale:
             del self.conns[cid]
         self.stats.conns_idle_swept += len(stale)
 
-    def _open(self, conn_id: int, role: int, protocol: int, family: int, lport: int,
-              rport: int, laddr: bytes, raddr: bytes) -> Conn | None:
+    def _open(self, rec: tuple[Any, ...]) -> Conn | None:
+        (
+            _,
+            _,
+            protocol,
+            role,
+            _,
+            family,
+            _,
+            _,
+            _,
+            seq,
+            conn_id,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            lport,
+            rport,
+            laddr,
+            raddr,
+            _,
+        ) = rec
         if protocol != Protocol.HTTP1 or role not in _ROLE_NAMES:
             self.stats.records_unparsed += 1
             return None
         parser = Http1Connection(_ROLE_NAMES[Role(role)])
         conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
+        conn.next_seq = seq
         if len(self.conns) >= self.max_conns:
             del self.conns[next(iter(self.conns))]  # the oldest opened
             self.stats.conns_evicted += 1
@@ -132,6 +170,9 @@ class ConnTracker:
         client = conn.role == Role.CLIENT
         role = "client" if client else "server"
         wall_ms = self.clock.wall_ms
+        rec = conn.last  # the record that completed these exchanges
+        pid, tid, fd, cgroup_id = rec[6], rec[7], rec[8], rec[11]
+        comm = rec[21].split(b"\0", 1)[0].decode(errors="replace")
         for p in pairs:
             if client:
                 start = p.req_first_enter_ns
@@ -139,10 +180,28 @@ class ConnTracker:
             else:
                 start = p.req_first_exit_ns
                 latency = p.resp_first_enter_ns - p.req_last_exit_ns
-            out.append(Exchange(
-                "HTTP", role, conn.pid, conn.tid, conn.comm, conn.fd, conn.cgroup_id,
-                conn.client_ip, conn.client_port, conn.server_ip, conn.server_port,
-                p.method, p.path, p.status, max(latency, 0), wall_ms(start), False,
-                p.req_bytes, p.resp_bytes, p.host,
-            ))
+            out.append(
+                Exchange(
+                    "HTTP",
+                    role,
+                    pid,
+                    tid,
+                    comm,
+                    fd,
+                    cgroup_id,
+                    conn.client_ip,
+                    conn.client_port,
+                    conn.server_ip,
+                    conn.server_port,
+                    p.method,
+                    p.path,
+                    p.status,
+                    max(latency, 0),
+                    wall_ms(start),
+                    False,
+                    p.req_bytes,
+                    p.resp_bytes,
+                    p.host,
+                )
+            )
         self.stats.exchanges += len(pairs)

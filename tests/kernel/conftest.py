@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import os
 import shutil
 import socket
@@ -38,8 +37,13 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0, netns: str | None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if netns:
-            ok = subprocess.run(["ip", "netns", "exec", netns, "bash", "-c",
-                                 f"</dev/tcp/{host}/{port}"], capture_output=True).returncode == 0
+            ok = (
+                subprocess.run(
+                    ["ip", "netns", "exec", netns, "bash", "-c", f"</dev/tcp/{host}/{port}"],
+                    capture_output=True,
+                ).returncode
+                == 0
+            )
             if ok:
                 return
         else:
@@ -61,10 +65,22 @@ class AgentProcess:
         self.log = tmp / "agent.log"
         self._log_f = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alaz", "run", "--output", str(self.out),
-             "--ready-file", str(self.ready), *extra],
-            stdout=subprocess.DEVNULL, stderr=self._log_f, cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+            [
+                sys.executable,
+                "-m",
+                "alaz",
+                "run",
+                "--output",
+                str(self.out),
+                "--ready-file",
+                str(self.ready),
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log_f,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        )
         deadline = time.monotonic() + 30
         while not self.ready.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -78,8 +94,9 @@ class AgentProcess:
         lines = self.out.read_bytes().splitlines()
         return [orjson.loads(line) for line in lines if line.strip()]
 
-    def wait_records(self, match: Callable[[dict[str, Any]], bool], count: int,
-                     timeout: float = 10.0) -> list[dict[str, Any]]:
+    def wait_records(
+        self, match: Callable[[dict[str, Any]], bool], count: int, timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
         """Waits until at least `count` records match, then a little longer for extras."""
         deadline = time.monotonic() + timeout
         found: list[dict[str, Any]] = []
@@ -134,8 +151,11 @@ http {{
   }}
 }}
 """)
-    proc = subprocess.Popen(["nginx", "-p", str(d), "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["nginx", "-p", str(d), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port("127.0.0.1", port)
         yield port
@@ -148,8 +168,10 @@ http {{
 def python_server() -> Iterator[tuple[int, int]]:
     """A Python ThreadingHTTPServer in its own process; yields (port, pid)."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests/kernel/servers/http_server.py"),
-                             "127.0.0.1", str(port)], stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/kernel/servers/http_server.py"), "127.0.0.1", str(port)],
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_for_port("127.0.0.1", port)
         yield port, proc.pid

@@ -21,8 +21,10 @@ pytestmark = pytest.mark.kernel
 
 def _by(role: str, port: int, path: str | None = None):  # type: ignore[no-untyped-def]
     def match(r: dict[str, Any]) -> bool:
-        return (r["role"] == role and r["server_port"] == port
-                and (path is None or r["path"] == path))
+        return (
+            r["role"] == role and r["server_port"] == port and (path is None or r["path"] == path)
+        )
+
     return match
 
 
@@ -34,8 +36,9 @@ def _curl(url: str, *extra: str) -> tuple[int, float]:
     return proc.pid, time.monotonic_ns() - t0
 
 
-def test_curl_to_python_server_both_sides(agent: AgentProcess,
-                                          python_server: tuple[int, int]) -> None:
+def test_curl_to_python_server_both_sides(
+    agent: AgentProcess, python_server: tuple[int, int]
+) -> None:
     port, server_pid = python_server
     curl_pid, elapsed = _curl(f"http://127.0.0.1:{port}/hello?x=1&y=two")
 
@@ -63,18 +66,27 @@ def test_nginx_ipv4_and_ipv6(agent: AgentProcess, nginx: int) -> None:
     _curl(f"http://127.0.0.1:{nginx}/v4")
     _curl(f"http://[::1]:{nginx}/v6")
     _curl(f"http://127.0.0.1:{nginx}/missing")
-    for path, ip, status in (("/v4", "127.0.0.1", 200), ("/v6", "::1", 200),
-                             ("/missing", "127.0.0.1", 404)):
+    for path, ip, status in (
+        ("/v4", "127.0.0.1", 200),
+        ("/v6", "::1", 200),
+        ("/missing", "127.0.0.1", 404),
+    ):
         for role in ("client", "server"):
             recs = agent.wait_records(_by(role, nginx, path), 1)
             assert len(recs) == 1, (role, path, recs)
             r = recs[0]
             assert (r["method"], r["status"], r["client_ip"], r["server_ip"]) == (
-                "GET", status, ip, ip)
+                "GET",
+                status,
+                ip,
+                ip,
+            )
             assert r["comm"] == ("curl" if role == "client" else "nginx")
 
 
-def test_keepalive_client_many_requests(agent: AgentProcess, python_server: tuple[int, int]) -> None:
+def test_keepalive_client_many_requests(
+    agent: AgentProcess, python_server: tuple[int, int]
+) -> None:
     port, _ = python_server
     conn = http.client.HTTPConnection("127.0.0.1", port)
     for i in range(20):
@@ -83,7 +95,7 @@ def test_keepalive_client_many_requests(agent: AgentProcess, python_server: tupl
         resp.read()
     local_port = conn.sock.getsockname()[1]
     conn.close()
-    match = lambda role: (lambda r: r["role"] == role and r["client_port"] == local_port)  # noqa: E731
+    match = lambda role: lambda r: r["role"] == role and r["client_port"] == local_port  # noqa: E731
     for role in ("client", "server"):
         recs = agent.wait_records(match(role), 20)
         assert [r["path"] for r in recs] == [f"/ka/{i}" for i in range(20)], role
@@ -104,14 +116,16 @@ def test_pipelined_requests_in_one_write(agent: AgentProcess, nginx: int) -> Non
         while got.count(b"HTTP/1.1 200") < 10 and time.monotonic() < deadline:
             got += s.recv(65536)
     for role in ("client", "server"):
-        recs = agent.wait_records(lambda r: r["role"] == role and r["client_port"] == local_port,
-                                  10)
+        recs = agent.wait_records(
+            lambda r, role=role: r["role"] == role and r["client_port"] == local_port, 10
+        )
         assert [r["path"] for r in recs] == paths, role
         assert all(r["status"] == 200 for r in recs)
 
 
-def test_large_and_chunked_bodies(agent: AgentProcess, nginx: int,
-                                  python_server: tuple[int, int]) -> None:
+def test_large_and_chunked_bodies(
+    agent: AgentProcess, nginx: int, python_server: tuple[int, int]
+) -> None:
     port, _ = python_server
     _curl(f"http://127.0.0.1:{nginx}/big")
     conn = http.client.HTTPConnection("127.0.0.1", port)
@@ -135,9 +149,19 @@ def test_server_in_a_network_namespace(agent: AgentProcess, tmp_path: Any) -> No
     """A "pod" with its own IP: the server runs inside a namespace, the client outside."""
     with netns_pod() as (ns, pod_ip, host_ip):
         port = 18080
-        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
-                                   str(ROOT / "tests/kernel/servers/http_server.py"), pod_ip,
-                                   str(port)], stdout=subprocess.DEVNULL)
+        server = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                str(ROOT / "tests/kernel/servers/http_server.py"),
+                pod_ip,
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             wait_for_port(pod_ip, port)
             curl_pid, _ = _curl(f"http://{pod_ip}:{port}/in-pod")

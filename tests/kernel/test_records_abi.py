@@ -37,24 +37,34 @@ def _python_offsets(layout: struct.Struct) -> list[int]:
 
 def _btf_struct(obj: str, name: str) -> dict[str, object]:
     need(shutil.which("bpftool") is not None, "bpftool is not installed")
-    out = subprocess.run(["bpftool", "btf", "dump", "file", str(OBJECTS / f"{obj}.bpf.o"), "-j"],
-                         check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["bpftool", "btf", "dump", "file", str(OBJECTS / f"{obj}.bpf.o"), "-j"],
+        check=True,
+        capture_output=True,
+    ).stdout
     for t in json.loads(out)["types"]:
         if t.get("kind") == "STRUCT" and t.get("name") == name:
             return t  # type: ignore[no-any-return]
     raise AssertionError(f"struct {name} is not in the BTF of {obj}")
 
 
-@pytest.mark.parametrize(("obj", "name", "layout", "fields"), [
-    ("l7", "data_rec", records.DATA_REC, records.DATA_FIELDS),
-    ("tcp_state", "conn_rec", records.CONN_REC, records.CONN_FIELDS),
-    ("proc", "proc_rec", records.PROC_REC, records.PROC_FIELDS),
-])
-def test_record_layout_matches_btf(obj: str, name: str, layout: struct.Struct,
-                                   fields: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("obj", "name", "layout", "fields"),
+    [
+        ("l7", "data_rec", records.DATA_REC, records.DATA_FIELDS),
+        ("tcp_state", "conn_rec", records.CONN_REC, records.CONN_FIELDS),
+        ("proc", "proc_rec", records.PROC_REC, records.PROC_FIELDS),
+    ],
+)
+def test_record_layout_matches_btf(
+    obj: str, name: str, layout: struct.Struct, fields: tuple[str, ...]
+) -> None:
     btf = _btf_struct(obj, name)
     assert btf["size"] == layout.size
-    members = [(m["name"], m["bits_offset"] // 8) for m in btf["members"]  # type: ignore[attr-defined]
-               if not m["name"].startswith("_pad")]
+    members = [
+        (m["name"], m["bits_offset"] // 8)
+        for m in btf["members"]  # type: ignore[attr-defined]
+        if not m["name"].startswith("_pad")
+    ]
     assert [m[0] for m in members] == list(fields)
     assert [m[1] for m in members] == _python_offsets(layout)

@@ -63,7 +63,7 @@ _PROTOTYPES: dict[str, tuple[Any, list[Any]]] = {
     #                                                 const char *tp_category, const char *tp_name);
     "bpf_program__attach_tracepoint": (c_void_p, [c_void_p, c_char_p, c_char_p]),
     # struct bpf_link *bpf_program__attach_uprobe(const struct bpf_program *prog, bool retprobe,
-    #                                             pid_t pid, const char *binary_path, size_t func_offset);
+    #     pid_t pid, const char *binary_path, size_t func_offset);
     "bpf_program__attach_uprobe": (c_void_p, [c_void_p, ctypes.c_bool, c_int, c_char_p, c_size_t]),
     # int bpf_link__destroy(struct bpf_link *link);
     "bpf_link__destroy": (c_int, [c_void_p]),

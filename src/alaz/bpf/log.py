@@ -32,7 +32,7 @@ def _on_print(level: int, fmt: bytes | None, args: int | None) -> int:
         from alaz.log import get_logger
 
         getattr(get_logger("libbpf"), _LEVELS.get(level, "info"))("libbpf", msg=text)
-    except Exception:  # noqa: BLE001 - an exception must never escape into C
+    except Exception:
         return 0
     return 0
 

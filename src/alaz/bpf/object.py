@@ -66,17 +66,17 @@ class BpfObject:
         offsets = self._datasec_vars(".rodata")
         mp = self._map_ptr(".rodata")
         size = ctypes.c_size_t(0)
-        base = check_ptr(LIB.bpf_map__initial_value(mp, ctypes.byref(size)),
-                         f"read .rodata of {self.name}")
+        base = check_ptr(
+            LIB.bpf_map__initial_value(mp, ctypes.byref(size)), f"read .rodata of {self.name}"
+        )
         buf = bytearray(ctypes.string_at(base, size.value))
         for var, value in values.items():
             if var not in offsets:
                 raise BpfError(f"set {var} in {self.name}: no such global", 2)
             off, width = offsets[var]
-            buf[off:off + width] = value.to_bytes(width, "little", signed=value < 0)
+            buf[off : off + width] = value.to_bytes(width, "little", signed=value < 0)
         cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
-        check_int(LIB.bpf_map__set_initial_value(mp, cbuf, len(buf)),
-                  f"set .rodata of {self.name}")
+        check_int(LIB.bpf_map__set_initial_value(mp, cbuf, len(buf)), f"set .rodata of {self.name}")
 
     def _datasec_vars(self, section: str) -> dict[str, tuple[int, int]]:
         btf = check_ptr(LIB.bpf_object__btf(self._require()), f"read BTF of {self.name}")
@@ -95,23 +95,30 @@ class BpfObject:
         return result
 
     def set_max_entries(self, map_name: str, entries: int) -> None:
-        check_int(LIB.bpf_map__set_max_entries(self._map_ptr(map_name), entries),
-                  f"resize map {map_name} of {self.name} to {entries}")
+        check_int(
+            LIB.bpf_map__set_max_entries(self._map_ptr(map_name), entries),
+            f"resize map {map_name} of {self.name} to {entries}",
+        )
 
     def reuse_map(self, map_name: str, fd: int) -> None:
         """Makes this object use an already created map (shared between objects)."""
-        check_int(LIB.bpf_map__reuse_fd(self._map_ptr(map_name), fd),
-                  f"share map {map_name} with {self.name}")
+        check_int(
+            LIB.bpf_map__reuse_fd(self._map_ptr(map_name), fd),
+            f"share map {map_name} with {self.name}",
+        )
 
     def set_autoload(self, program: str, autoload: bool) -> None:
-        check_int(LIB.bpf_program__set_autoload(self._program_ptr(program), autoload),
-                  f"set autoload of {program}")
+        check_int(
+            LIB.bpf_program__set_autoload(self._program_ptr(program), autoload),
+            f"set autoload of {program}",
+        )
 
     # -- load and attach ----------------------------------------------------------------------
 
     def load(self) -> None:
-        check_int(LIB.bpf_object__load(self._require()), f"load BPF object {self.name}",
-                  BpfLoadError)
+        check_int(
+            LIB.bpf_object__load(self._require()), f"load BPF object {self.name}", BpfLoadError
+        )
         self.loaded = True
 
     def programs(self) -> Iterator[tuple[str, str]]:
@@ -121,8 +128,10 @@ class BpfObject:
             prog = LIB.bpf_object__next_program(self._require(), prog)
             if not prog:
                 return
-            yield (LIB.bpf_program__name(prog).decode(),
-                   LIB.bpf_program__section_name(prog).decode())
+            yield (
+                LIB.bpf_program__name(prog).decode(),
+                LIB.bpf_program__section_name(prog).decode(),
+            )
 
     def _program_ptr(self, program: str) -> int:
         prog = None
@@ -140,11 +149,13 @@ class BpfObject:
         self.links.append(link)
         return link
 
-    def attach_uprobe(self, program: str, path: str, offset: int, pid: int = -1,
-                      retprobe: bool = False) -> Link:
+    def attach_uprobe(
+        self, program: str, path: str, offset: int, pid: int = -1, retprobe: bool = False
+    ) -> Link:
         """Attaches a uprobe at a file offset of `path` (all processes when pid is -1)."""
-        ptr = LIB.bpf_program__attach_uprobe(self._program_ptr(program), retprobe, pid,
-                                             path.encode(), offset)
+        ptr = LIB.bpf_program__attach_uprobe(
+            self._program_ptr(program), retprobe, pid, path.encode(), offset
+        )
         what = f"attach uprobe {program} to {path}+{offset:#x}"
         link = Link(check_ptr(ptr, what, BpfAttachError), program)
         self.links.append(link)
@@ -154,8 +165,9 @@ class BpfObject:
         return check_int(LIB.bpf_map__fd(self._map_ptr(map_name)), f"get fd of map {map_name}")
 
     def program_fd(self, program: str) -> int:
-        return check_int(LIB.bpf_program__fd(self._program_ptr(program)),
-                         f"get fd of program {program}")
+        return check_int(
+            LIB.bpf_program__fd(self._program_ptr(program)), f"get fd of program {program}"
+        )
 
     # -- teardown -----------------------------------------------------------------------------
 

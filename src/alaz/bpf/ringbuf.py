@@ -38,10 +38,12 @@ class RingReader:
         self._mask = size - 1
         page = mmap.PAGESIZE
         try:
-            self._cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED,
-                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-            self._data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
-                                   offset=page)
+            self._cons = mmap.mmap(
+                map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0
+            )
+            self._data = mmap.mmap(
+                map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+            )
         except OSError as exc:
             raise BpfError(f"map ring buffer (fd {map_fd})", exc.errno or 22) from exc
         self._page = page
@@ -80,7 +82,9 @@ class RingReader:
             pos += (length + _HDR + 7) & ~7
         if pos == cons:
             return b"", []
-        blob = data[start:start + (pos - cons)]  # one copy; the double mapping keeps it contiguous
+        blob = data[
+            start : start + (pos - cons)
+        ]  # one copy; the double mapping keeps it contiguous
         _POS.pack_into(self._cons, 0, pos)  # release: the kernel may reuse the space now
         return blob, rel
 

@@ -32,9 +32,13 @@ class CollectorStats:
 class Collector:
     """Moves records from the ring to the tracker, and exchanges to `on_exchanges`."""
 
-    def __init__(self, ring: RingReader, tracker: ConnTracker,
-                 on_exchanges: Callable[[list[Exchange]], None],
-                 max_bytes_per_poll: int = 8 << 20) -> None:
+    def __init__(
+        self,
+        ring: RingReader,
+        tracker: ConnTracker,
+        on_exchanges: Callable[[list[Exchange]], None],
+        max_bytes_per_poll: int = 8 << 20,
+    ) -> None:
         self.ring = ring
         self.tracker = tracker
         self.on_exchanges = on_exchanges
@@ -63,7 +67,7 @@ class Collector:
             if kind == RecKind.DATA:
                 rec = data_unpack(blob, off)
                 start = off + _DATA_HDR
-                on_data(rec, blob[start:start + rec[15]], out)
+                on_data(rec, blob[start : start + rec[15]], out)
                 n_data += 1
             elif kind == RecKind.CONN:
                 conn = CONN_REC.unpack_from(blob, off)

@@ -16,12 +16,12 @@ from importlib import resources
 from alaz.bpf._libbpf import LIB, check_int
 from alaz.bpf.object import BpfObject
 from alaz.bpf.ringbuf import RingReader
-from alaz.capture.records import COUNTER_NAMES, MAX_CAPTURE
+from alaz.capture.records import COUNTER_NAMES, MAX_CAPTURE, MAX_CHUNKS
 from alaz.doctor import tracefs_root
 from alaz.errors import ConfigError, KernelFeatureError
 from alaz.log import get_logger
 
-__all__ = ["OBJECTS", "SHARED_MAPS", "Probes", "ProbeSpec", "required_tracepoints"]
+__all__ = ["OBJECTS", "SHARED_MAPS", "ProbeSpec", "Probes", "required_tracepoints"]
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,22 @@ class ProbeSpec:
 _DATA_CALLS = ("read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg")
 
 OBJECTS: tuple[ProbeSpec, ...] = (
-    ProbeSpec("l7", tuple(f"syscalls/sys_{side}_{call}" for call in _DATA_CALLS
-                          for side in ("enter", "exit"))),
-    ProbeSpec("tcp_state", ("syscalls/sys_enter_connect", "syscalls/sys_exit_connect",
-                            "syscalls/sys_exit_accept4", "syscalls/sys_exit_accept",
-                            "syscalls/sys_enter_close", "sock/inet_sock_set_state"),
-              optional=("syscalls/sys_exit_accept",)),
+    ProbeSpec(
+        "l7",
+        tuple(f"syscalls/sys_{side}_{call}" for call in _DATA_CALLS for side in ("enter", "exit")),
+    ),
+    ProbeSpec(
+        "tcp_state",
+        (
+            "syscalls/sys_enter_connect",
+            "syscalls/sys_exit_connect",
+            "syscalls/sys_exit_accept4",
+            "syscalls/sys_exit_accept",
+            "syscalls/sys_enter_close",
+            "sock/inet_sock_set_state",
+        ),
+        optional=("syscalls/sys_exit_accept",),
+    ),
     ProbeSpec("proc", ("sched/sched_process_exec", "sched/sched_process_exit")),
 )
 SHARED_MAPS = ("events", "conns", "counters")
@@ -66,11 +76,20 @@ def _section_tracepoint(section: str) -> str | None:
 class Probes:
     """Every alaz BPF object, loaded with shared maps; owns the objects and the ring reader."""
 
-    def __init__(self, capture_bytes: int = 1024, ring_bytes: int = 16 << 20,
-                 conn_table_size: int = 65536, self_tgid: int | None = None) -> None:
+    def __init__(
+        self,
+        capture_bytes: int = 1024,
+        ring_bytes: int = 16 << 20,
+        conn_table_size: int = 65536,
+        self_tgid: int | None = None,
+        max_chunks: int = 4,
+    ) -> None:
         if not 1 <= capture_bytes <= MAX_CAPTURE:
             raise ConfigError(f"capture size {capture_bytes}: must be 1..{MAX_CAPTURE}")
+        if not 1 <= max_chunks <= MAX_CHUNKS:
+            raise ConfigError(f"capture windows per syscall {max_chunks}: must be 1..{MAX_CHUNKS}")
         self.capture_bytes = capture_bytes
+        self.max_chunks = max_chunks
         self.ring_bytes = ring_bytes
         self.conn_table_size = conn_table_size
         self.self_tgid = os.getpid() if self_tgid is None else self_tgid
@@ -99,6 +118,7 @@ class Probes:
         values = {"self_tgid": self.self_tgid}
         if spec.name == "l7":
             values["capture_size"] = self.capture_bytes
+            values["max_chunks"] = self.max_chunks
             obj.set_max_entries("scratch_map", max(1, int(LIB.libbpf_num_possible_cpus())))
         obj.set_rodata(values)
         if shared:
@@ -112,7 +132,8 @@ class Probes:
             if tp and not _tracepoint_exists(tp):
                 if tp not in spec.optional:
                     raise KernelFeatureError(
-                        f"attach {prog}: tracepoint {tp} is missing from {tracefs_root()}/events")
+                        f"attach {prog}: tracepoint {tp} is missing from {tracefs_root()}/events"
+                    )
                 obj.set_autoload(prog, False)
                 self.skipped.append(tp)
 

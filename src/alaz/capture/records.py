@@ -14,6 +14,7 @@ __all__ = [
     "COUNTER_NAMES",
     "DATA_REC",
     "MAX_CAPTURE",
+    "MAX_CHUNKS",
     "PROC_REC",
     "ConnEvent",
     "Direction",
@@ -24,6 +25,7 @@ __all__ = [
 ]
 
 MAX_CAPTURE = 16384
+MAX_CHUNKS = 8  # ALAZ_MAX_CHUNKS in l7.bpf.c: capture windows per syscall
 REC_FLAG_TLS = 0x1
 REC_FLAG_TRUNCATED = 0x2
 
@@ -65,8 +67,14 @@ class ProcEvent(IntEnum):
 
 
 # enum alaz_counter, by index
-COUNTER_NAMES = ("ringbuf_drop_data", "ringbuf_drop_control", "pending_map_full",
-                 "conns_map_full", "data_records", "sockets_ignored")
+COUNTER_NAMES = (
+    "ringbuf_drop_data",
+    "ringbuf_drop_control",
+    "pending_map_full",
+    "conns_map_full",
+    "data_records",
+    "sockets_ignored",
+)
 
 # struct data_rec: kind, direction, protocol, role, flags, family, pid, tid, fd, seq, conn_id,
 # cgroup_id, enter_ns, exit_ns, bytes, captured, chunk_off, lport, rport, laddr, raddr, comm
@@ -78,9 +86,45 @@ CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")
 PROC_REC = struct.Struct("<HBxII4xQQ16s")
 
 # Field names in struct order (padding excluded), for the ABI test.
-DATA_FIELDS = ("kind", "direction", "protocol", "role", "flags", "family", "pid", "tid", "fd",
-               "seq", "conn_id", "cgroup_id", "enter_ns", "exit_ns", "bytes", "captured",
-               "chunk_off", "lport", "rport", "laddr", "raddr", "comm")
-CONN_FIELDS = ("kind", "event", "role", "family", "pid", "tid", "fd", "conn_id", "cgroup_id",
-               "ts_ns", "lport", "rport", "laddr", "raddr", "comm")
+DATA_FIELDS = (
+    "kind",
+    "direction",
+    "protocol",
+    "role",
+    "flags",
+    "family",
+    "pid",
+    "tid",
+    "fd",
+    "seq",
+    "conn_id",
+    "cgroup_id",
+    "enter_ns",
+    "exit_ns",
+    "bytes",
+    "captured",
+    "chunk_off",
+    "lport",
+    "rport",
+    "laddr",
+    "raddr",
+    "comm",
+)
+CONN_FIELDS = (
+    "kind",
+    "event",
+    "role",
+    "family",
+    "pid",
+    "tid",
+    "fd",
+    "conn_id",
+    "cgroup_id",
+    "ts_ns",
+    "lport",
+    "rport",
+    "laddr",
+    "raddr",
+    "comm",
+)
 PROC_FIELDS = ("kind", "event", "pid", "ppid", "cgroup_id", "ts_ns", "comm")
