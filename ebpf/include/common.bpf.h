@@ -90,26 +90,28 @@ static __always_inline bool is_self(__u64 pid_tgid)
  * fds cost no more than this walk. */
 static __always_inline struct sock *sock_of_fd(int fd)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	/* task -> files -> fdt is walked through BTF pointers (inlined loads, no helper calls);
+	 * from the fd array on, plain CO-RE reads. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	struct fdtable *fdt;
 	struct file **fds;
 	struct file *file;
 	struct socket *sock;
 	struct sock *sk;
-	unsigned int max_fds;
-	umode_t mode;
 	__u16 family;
 
-	if (fd < 0 || !fdt)
+	if (fd < 0 || !files)
 		return NULL;
-	max_fds = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max_fds)
+	fdt = files->fdt;
+	if (!fdt || (unsigned int)fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
 		return NULL;
-	mode = BPF_CORE_READ(file, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
+	/* (Comparing f_op with socket_file_ops would save a read, but that symbol is static and
+	 * kallsyms often lacks data symbols.) */
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	sock = BPF_CORE_READ(file, private_data);
 	if (!sock || BPF_CORE_READ(sock, type) != SOCK_STREAM)
