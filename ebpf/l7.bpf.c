@@ -70,7 +70,7 @@ static __always_inline void stash(long nr, __u64 pid_tgid, int fd, __u64 buf, __
 	struct pending *p;
 	__u64 key;
 
-	if (is_self(pid_tgid))
+	if (out_of_scope(pid_tgid))
 		return;
 	sk = sock_of_fd(fd);
 	if (!sk)
@@ -101,7 +101,7 @@ static __always_inline void stash_msg(long nr, __u64 pid_tgid, int fd, struct us
 {
 	struct user_msghdr m;
 
-	if (is_self(pid_tgid))
+	if (out_of_scope(pid_tgid))
 		return;
 	if (bpf_probe_read_user(&m, sizeof(m), msg))
 		return;

@@ -35,7 +35,7 @@ int enter_connect(struct trace_event_raw_sys_enter *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__s32 fd = ctx->args[0];
 
-	if (!is_self(pid_tgid))
+	if (!out_of_scope(pid_tgid))
 		bpf_map_update_elem(&connecting, &pid_tgid, &fd, BPF_ANY);
 	return 0;
 }
@@ -63,7 +63,7 @@ static __always_inline void accepted(long ret)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct sock *sk;
 
-	if (ret < 0 || is_self(pid_tgid))
+	if (ret < 0 || out_of_scope(pid_tgid))
 		return;
 	sk = sock_of_fd(ret);
 	if (sk)
@@ -93,7 +93,7 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	struct sock *sk;
 	__u64 key;
 
-	if (is_self(pid_tgid))
+	if (out_of_scope(pid_tgid))
 		return 0;
 	sk = sock_of_fd(fd);
 	if (!sk)

@@ -22,6 +22,9 @@
 /* Load-time settings (const volatile: the verifier sees them as constants once .rodata is
  * frozen, so they cost nothing at run time). */
 const volatile __u32 self_tgid = 0; /* the agent: never captured */
+/* When set, only processes whose cgroup (v2 id) is in `scope` are captured: the pods of this
+ * node that are not excluded. User space keeps the map current as pods come and go. */
+const volatile bool scope_enabled = false;
 
 /* Referenced so the record types land in every object's BTF, where the ABI test reads them. */
 struct data_rec *_abi_data_rec __attribute__((unused));
@@ -59,6 +62,13 @@ struct {
 } conns SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64); /* cgroup v2 id (the cgroup directory's inode number) */
+	__type(value, __u8);
+} scope SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
 	__type(key, __u32);
@@ -80,9 +90,18 @@ static __always_inline void count(__u32 which)
 		*c += 1; /* per-CPU: no atomics needed */
 }
 
-static __always_inline bool is_self(__u64 pid_tgid)
+/* True when the current task must not be captured: the agent itself, or (with scoping on) a
+ * process outside the pods in scope. */
+static __always_inline bool out_of_scope(__u64 pid_tgid)
 {
-	return (__u32)(pid_tgid >> 32) == self_tgid;
+	__u64 cgroup;
+
+	if ((__u32)(pid_tgid >> 32) == self_tgid)
+		return true;
+	if (!scope_enabled)
+		return false;
+	cgroup = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&scope, &cgroup) == NULL;
 }
 
 /* fd of the current task -> struct sock, only for TCP-like stream sockets (AF_INET/AF_INET6,

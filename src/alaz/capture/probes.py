@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -18,7 +19,7 @@ from alaz.bpf.object import BpfObject
 from alaz.bpf.ringbuf import RingReader
 from alaz.capture.records import COUNTER_NAMES, MAX_CAPTURE, MAX_CHUNKS
 from alaz.doctor import tracefs_root
-from alaz.errors import ConfigError, KernelFeatureError
+from alaz.errors import BpfError, ConfigError, KernelFeatureError
 from alaz.log import get_logger
 
 __all__ = ["OBJECTS", "SHARED_MAPS", "ProbeSpec", "Probes", "required_tracepoints"]
@@ -54,7 +55,7 @@ OBJECTS: tuple[ProbeSpec, ...] = (
     ),
     ProbeSpec("proc", ("sched/sched_process_exec", "sched/sched_process_exit")),
 )
-SHARED_MAPS = ("events", "conns", "counters")
+SHARED_MAPS = ("events", "conns", "counters", "scope")
 
 
 def required_tracepoints() -> list[str]:
@@ -83,6 +84,7 @@ class Probes:
         conn_table_size: int = 65536,
         self_tgid: int | None = None,
         max_chunks: int = 4,
+        scope_by_cgroup: bool = False,
     ) -> None:
         if not 1 <= capture_bytes <= MAX_CAPTURE:
             raise ConfigError(f"capture size {capture_bytes}: must be 1..{MAX_CAPTURE}")
@@ -90,6 +92,7 @@ class Probes:
             raise ConfigError(f"capture windows per syscall {max_chunks}: must be 1..{MAX_CHUNKS}")
         self.capture_bytes = capture_bytes
         self.max_chunks = max_chunks
+        self.scope_by_cgroup = scope_by_cgroup
         self.ring_bytes = ring_bytes
         self.conn_table_size = conn_table_size
         self.self_tgid = os.getpid() if self_tgid is None else self_tgid
@@ -115,7 +118,7 @@ class Probes:
             raise
 
     def _configure(self, obj: BpfObject, spec: ProbeSpec, shared: dict[str, int]) -> None:
-        values = {"self_tgid": self.self_tgid}
+        values = {"self_tgid": self.self_tgid, "scope_enabled": int(self.scope_by_cgroup)}
         if spec.name == "l7":
             values["capture_size"] = self.capture_bytes
             values["max_chunks"] = self.max_chunks
@@ -159,6 +162,22 @@ class Probes:
                 list(pool.map(lambda link: link.destroy(), links))
         for obj in self.objects:
             obj.detach()
+
+    def update_scope(self, add: Iterable[int] = (), remove: Iterable[int] = ()) -> None:
+        """Adds and removes cgroup ids (v2) whose processes are captured when scoping is on."""
+        if not self.objects:
+            raise BpfError("update scope: probes are not loaded", 9)
+        fd = self.objects[0].map_fd("scope")
+        one = ctypes.c_uint8(1)
+        for cgroup in add:
+            key = ctypes.c_uint64(cgroup)
+            check_int(
+                LIB.bpf_map_update_elem(fd, ctypes.byref(key), ctypes.byref(one), 0),
+                f"add cgroup {cgroup} to the capture scope",
+            )
+        for cgroup in remove:
+            key = ctypes.c_uint64(cgroup)
+            LIB.bpf_map_delete_elem(fd, ctypes.byref(key))  # absent is fine
 
     def counters(self) -> dict[str, int]:
         """The kernel-side counters, summed over CPUs."""
