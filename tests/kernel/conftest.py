@@ -59,7 +59,7 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0, netns: str | None
 class AgentProcess:
     """`alaz run` writing JSON lines to a file; `records()` reads what it wrote so far."""
 
-    def __init__(self, tmp: Path, *extra: str) -> None:
+    def __init__(self, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.out = tmp / "records.jsonl"
         self.ready = tmp / "ready"
         self.log = tmp / "agent.log"
@@ -79,7 +79,7 @@ class AgentProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._log_f,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
         )
         deadline = time.monotonic() + 30
         while not self.ready.exists():

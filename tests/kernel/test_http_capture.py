@@ -174,3 +174,26 @@ def test_server_in_a_network_namespace(agent: AgentProcess, tmp_path: Any) -> No
         finally:
             server.terminate()
             server.wait(5)
+
+
+def test_agent_never_captures_its_own_traffic(
+    agent: AgentProcess, python_server: tuple[int, int], tmp_path: Any
+) -> None:
+    """A second agent ships rows to a local backend over HTTP. The first agent sees that
+    traffic; the second one never records its own."""
+    port, _ = python_server
+    env = {"BACKEND_HOST": f"http://127.0.0.1:{port}", "MONITORING_ID": "m", "NODE_NAME": "n"}
+    second = AgentProcess(tmp_path, env=env)
+    try:
+        for i in range(3):
+            _curl(f"http://127.0.0.1:{port}/for-the-backend/{i}")
+        posts = agent.wait_records(
+            lambda r: r["pid"] == second.proc.pid and r["path"] == "/requests/", 1, timeout=15
+        )
+        assert posts and posts[0]["method"] == "POST" and posts[0]["role"] == "client"
+        assert posts[0]["status"] == 201
+        seen_by_second = second.wait_records(lambda r: r["path"].startswith("/for-the"), 6)
+        assert len(seen_by_second) == 6  # it does capture other processes, both sides
+        assert all(r["pid"] != second.proc.pid for r in second.records())
+    finally:
+        assert second.stop() == 0

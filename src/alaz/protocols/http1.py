@@ -176,6 +176,57 @@ def _status_line(start: bytes) -> tuple[int, bool] | None:
     return line
 
 
+# Header blocks repeat: a client sends the same headers on every request of a connection, a
+# server the same ones on every response until its Date changes. The fields we use are a pure
+# function of the block, so they are cached by the block's bytes (bounded; cleared when full).
+# A hit skips the lowercasing and the five searches: about 1 us per message on this VM.
+_FIELDS_CACHE_MAX: Final = 4096
+_FIELDS_CACHE_BLOCK: Final = 2048
+_fields_cache: dict[bytes, tuple[int, bytes | None, str | None, bytes | None]] = {}
+_NO_LENGTH: Final = -4  # neither Transfer-Encoding nor Content-Length
+
+
+def _fields(rest: bytes) -> tuple[int, bytes | None, str | None, bytes | None]:
+    """(framing, transfer-encoding value, host, connection value) of a header block.
+
+    framing: a Content-Length, _CHUNKED, _NO_LENGTH, or _INVALID (a bad Content-Length, or a
+    Transfer-Encoding whose last coding is not chunked; the caller decides what that means).
+    """
+    hit = _fields_cache.get(rest)
+    if hit is not None:
+        return hit
+    low = rest.lower()
+    te: bytes | None = None
+    i = low.find(b"\ntransfer-encoding:")
+    if i >= 0:
+        te = _value(low, i + 19)
+        framing = _CHUNKED if te.endswith(b"chunked") else _INVALID
+    else:
+        i = low.find(b"\ncontent-length:")
+        if i >= 0:
+            value = low[i + 16 : low.find(b"\n", i + 16)]
+            try:
+                framing = int(value)  # int() skips the blanks and the "\\r" around the digits
+            except ValueError:
+                framing = _length_list(value)
+            if framing < 0:
+                framing = _INVALID
+        else:
+            framing = _NO_LENGTH
+    i = low.find(b"\nhost:")
+    host = (
+        low[i + 6 : low.find(b"\n", i + 6)].strip().decode("utf-8", "replace") if i >= 0 else None
+    )
+    i = low.find(b"\nconnection:")
+    conn = low[i + 12 : low.find(b"\n", i + 12)] if i >= 0 else None
+    result = (framing, te, host, conn)
+    if len(rest) <= _FIELDS_CACHE_BLOCK:  # bounded: at most 4096 blocks of 2 KiB
+        if len(_fields_cache) >= _FIELDS_CACHE_MAX:
+            _fields_cache.clear()
+        _fields_cache[rest] = result
+    return result
+
+
 def _value(low: bytes, i: int) -> bytes:
     """The stripped value of the header whose value starts at `low[i]`."""
     return low[i : low.find(b"\n", i)].strip()
@@ -624,35 +675,15 @@ class Http1Connection:
             method = raw_method.decode("ascii")
         if version is None:
             return _INVALID
-        # Each header is looked up by one find in the lowercased head: ~4 C-level scans beat a
-        # Python loop over lines. Every line, the last included, ends with "\n".
-        low = block.lower()
-        framing = 0
-        i = low.find(b"\ntransfer-encoding:")
-        if i >= 0:  # RFC 9112 6.3: chunked must come last, or the request is invalid
-            framing = _CHUNKED if _value(low, i + 19).endswith(b"chunked") else _INVALID
-        else:
-            i = low.find(b"\ncontent-length:")
-            if i >= 0:
-                value = low[i + 16 : low.find(b"\n", i + 16)]
-                try:
-                    framing = int(value)
-                except ValueError:
-                    framing = _length_list(value)
-        if framing < 0 and framing != _CHUNKED:
+        framing, _, host, conn = _fields(block[eol:])
+        if framing == _NO_LENGTH:
+            framing = 0
+        elif framing == _INVALID:  # RFC 9112 6.3: chunked must come last; bad lengths
             return _INVALID
-        i = low.find(b"\nhost:")
-        host = (
-            low[i + 6 : low.find(b"\n", i + 6)].strip().decode("utf-8", "replace")
-            if i >= 0
-            else None
-        )
-        i = low.find(b"\nconnection:")
-        if i < 0:
+        if conn is None:
             flags = 0 if version == "1.1" else FLAG_CLOSE
         else:
-            value = low[i + 12 : low.find(b"\n", i + 12)]
-            close = b"close" in value or (version == "1.0" and b"keep-alive" not in value)
+            close = b"close" in conn or (version == "1.0" and b"keep-alive" not in conn)
             flags = FLAG_CLOSE if close else 0
         stream = self._req
         req = [
@@ -731,31 +762,22 @@ class Http1Connection:
         else:
             self._unmatched()
         self._cur = req
-        low = block.lower()
-        i = low.find(b"\nconnection:")
-        if i < 0:
+        framing, te, _, conn = _fields(block[block.find(b"\n") :])
+        if conn is None:
             self._resp_close = not keep_alive
         else:
-            value = low[i + 12 : low.find(b"\n", i + 12)]
-            self._resp_close = b"close" in value or (not keep_alive and b"keep-alive" not in value)
+            self._resp_close = b"close" in conn or (not keep_alive and b"keep-alive" not in conn)
         method = req[_R_METHOD] if req is not None else ""
         if status == 101 or (method == "CONNECT" and status < 300):
             self._upgrade = True
             return 0
         if method == "HEAD" or status == 204 or status == 304:
             return 0
-        i = low.find(b"\ntransfer-encoding:")
-        if i >= 0:
-            return _CHUNKED if _value(low, i + 19).endswith(b"chunked") else _READ_TO_CLOSE
-        i = low.find(b"\ncontent-length:")
-        if i < 0:
+        if te is not None:  # a response may end a non-chunked coding by closing
+            return framing if framing == _CHUNKED else _READ_TO_CLOSE
+        if framing == _NO_LENGTH:
             return _READ_TO_CLOSE
-        value = low[i + 16 : low.find(b"\n", i + 16)]
-        try:
-            length = int(value)  # int() skips the blanks and the "\\r" around the digits
-        except ValueError:
-            return _length_list(value)
-        return length if length >= 0 else _INVALID
+        return framing
 
     def _unmatched(self) -> None:
         """The response about to start answers no request we hold: say why, and drop it."""
