@@ -7,6 +7,7 @@
  * per syscall on classified sockets. Records go out with BPF_RB_NO_WAKEUP: a wakeup costs
  * ~3.5 us on the traced thread here (perf-limits.md), user space polls on a timer instead. */
 #include "common.bpf.h"
+#include "classify.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -123,32 +124,10 @@ static __always_inline __u32 copy_user(struct scratch *s, __u64 src, __u64 len)
 	return n;
 }
 
-static __always_inline bool prefix(const __u8 *d, const char *lit, int n)
-{
-	for (int i = 0; i < n; i++)
-		if (d[i] != (__u8)lit[i])
-			return false;
-	return true;
-}
-
-/* 1: an HTTP/1.x request line starts here, 2: a status line, 0: neither. */
-static __always_inline int http1_start(const __u8 *d, __u32 len)
-{
-	if (len < 8)
-		return 0;
-	if (prefix(d, "HTTP/1.", 7))
-		return 2;
-	if (prefix(d, "GET ", 4) || prefix(d, "PUT ", 4) || prefix(d, "POST ", 5) ||
-	    prefix(d, "HEAD ", 5) || prefix(d, "PATCH ", 6) || prefix(d, "TRACE ", 6) ||
-	    prefix(d, "DELETE ", 7) || prefix(d, "OPTIONS ", 8) || prefix(d, "CONNECT ", 8))
-		return 1;
-	return 0;
-}
-
 /* Decides protocol and role once per socket. Returns false while still unknown. */
 static __always_inline bool classify(struct conn_state *st, const __u8 *d, __u32 len, __u8 direction)
 {
-	int kind = http1_start(d, len);
+	int kind = classify_payload(d, len);
 
 	if (!kind) {
 		if (++st->tries >= ALAZ_MAX_TRIES) {
@@ -157,26 +136,43 @@ static __always_inline bool classify(struct conn_state *st, const __u8 *d, __u32
 		}
 		return false;
 	}
-	st->protocol = PROTO_HTTP1;
+	st->protocol = kind & CLS_PROTO_MASK;
 	if (st->role == ROLE_UNKNOWN) {
-		/* Wrote a request or read a response: client. Read a request or wrote a response: server. */
-		bool request = kind == 1;
+		/* connect()/accept() decide when seen; otherwise: whoever sends a client message
+		 * (request) or receives a server message is the client. */
+		bool from_client = kind & CLS_FROM_CLIENT;
 		bool egress = direction == DIR_EGRESS;
-		st->role = request == egress ? ROLE_CLIENT : ROLE_SERVER;
+		st->role = from_client == egress ? ROLE_CLIENT : ROLE_SERVER;
 	}
 	return true;
 }
 
-/* Submits the record in `s`: `n` payload bytes standing for `bytes` stream bytes. Classifies
- * the socket from the first window it sees; false when the socket is (still) unknown. */
-static __always_inline bool submit(struct scratch *s, struct conn_state *st, __u8 direction,
-				   __u32 n, __u64 bytes, __u32 chunk_off)
+/* Classifies an unknown socket from the first bytes of this call (the first buffer, or the
+ * first non-empty iovec); outside the emit loops, so the verifier walks it once. */
+static __always_inline bool classify_first(struct scratch *s, struct pending *p,
+					   struct conn_state *st, __u64 ret)
+{
+	__u64 src = p->buf, len = ret;
+	__u32 n;
+
+	if (p->call != CALL_PLAIN) {
+		struct iovec v;
+		if (!p->iovcnt || bpf_probe_read_user(&v, sizeof(v), (void *)p->buf))
+			return false;
+		src = (__u64)v.iov_base;
+		len = v.iov_len < ret ? v.iov_len : ret;
+	}
+	n = copy_user(s, src, len);
+	return classify(st, s->data, n, p->direction);
+}
+
+/* Submits the record in `s`: `n` payload bytes standing for `bytes` stream bytes. */
+static __always_inline bool submit(struct scratch *s, struct conn_state *st, __u32 n,
+				   __u64 bytes, __u32 chunk_off)
 {
 	struct data_rec *r = &s->rec;
 	__u64 size = sizeof(struct data_rec) + n;
 
-	if (st->protocol == PROTO_UNKNOWN && !classify(st, s->data, n, direction))
-		return false;
 	r->protocol = st->protocol;
 	r->role = st->role;
 	/* Not atomic (that needs 5.12): two threads writing one socket at the same instant may
@@ -210,7 +206,7 @@ static __always_inline void emit_plain(struct scratch *s, struct pending *p,
 		bool last = c + 1 >= max_chunks || start + cap >= ret;
 		__u32 n = copy_user(s, p->buf + start, ret - start);
 
-		if (!n || !submit(s, st, p->direction, n, last ? ret - start : n, start) || last)
+		if (!n || !submit(s, st, n, last ? ret - start : n, start) || last)
 			return;
 	}
 }
@@ -237,7 +233,7 @@ static __always_inline void emit_iov(struct scratch *s, struct pending *p, struc
 		last = i + 1 >= p->iovcnt || i + 1 >= ALAZ_MAX_IOV || done + len >= ret;
 		if (len) {
 			n = copy_user(s, (__u64)v.iov_base, len);
-			if (!submit(s, st, p->direction, n, last ? ret - done : len, done))
+			if (!submit(s, st, n, last ? ret - done : len, done))
 				return;
 		}
 		done += len;
@@ -280,6 +276,8 @@ static __always_inline void finish(long nr, __u64 pid_tgid, long ret)
 	__builtin_memcpy(r->laddr, st->laddr, 16);
 	__builtin_memcpy(r->raddr, st->raddr, 16);
 	bpf_get_current_comm(r->comm, sizeof(r->comm));
+	if (st->protocol == PROTO_UNKNOWN && !classify_first(s, p, st, ret))
+		goto out;
 	if (p->call == CALL_PLAIN)
 		emit_plain(s, p, st, ret);
 	else

@@ -21,6 +21,10 @@ enum alaz_direction {
 enum alaz_protocol {
 	PROTO_UNKNOWN = 0,
 	PROTO_HTTP1 = 1,
+	PROTO_POSTGRES = 2,
+	PROTO_MYSQL = 3,
+	PROTO_REDIS = 4,
+	PROTO_AMQP = 5,
 };
 
 enum alaz_role {

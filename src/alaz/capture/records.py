@@ -44,6 +44,10 @@ class Direction(IntEnum):
 class Protocol(IntEnum):
     UNKNOWN = 0
     HTTP1 = 1
+    POSTGRES = 2
+    MYSQL = 3
+    REDIS = 4
+    AMQP = 5
 
 
 class Role(IntEnum):
