@@ -7,34 +7,9 @@
  * per syscall on classified sockets. Records go out with BPF_RB_NO_WAKEUP: a wakeup costs
  * ~3.5 us on the traced thread here (perf-limits.md), user space polls on a timer instead. */
 #include "common.bpf.h"
-#include "classify.bpf.h"
+#include "emit.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
-
-const volatile __u32 capture_size = 1024; /* set at load, 1..ALAZ_MAX_CAPTURE */
-const volatile __u32 max_chunks = 4;        /* capture windows per syscall, 1..ALAZ_MAX_CHUNKS */
-
-#define ALAZ_MAX_TRIES 4 /* unclassified payloads before a socket is ignored */
-#define ALAZ_MAX_IOV 16  /* iovec entries walked per call */
-#define ALAZ_MAX_CHUNKS 8
-
-enum call_kind {
-	CALL_PLAIN = 0, /* read/write/recvfrom/sendto: one buffer */
-	CALL_IOV = 1,   /* readv/writev: iovec array */
-	CALL_MSG = 2,   /* recvmsg/sendmsg: msghdr -> iovec array (resolved on enter) */
-};
-
-struct pending {
-	__u64 sk;
-	__u64 buf; /* buffer, or iovec array */
-	__u64 enter_ns;
-	__s32 fd;
-	__u32 iovcnt;
-	__u8 call;
-	__u8 direction;
-	__u16 _pad;
-	__s32 nr; /* the syscall: an exit only consumes the stash of its own enter */
-};
 
 /* The syscall in flight on this thread, from enter to exit. Task-local storage rather than a
  * hash keyed by pid_tgid: it lives in the task itself, so a stash costs ~50 ns instead of the
@@ -46,22 +21,17 @@ struct {
 	__type(value, struct pending);
 } pending SEC(".maps");
 
-/* The record under construction: header + room for two captures so the iovec walk can copy at
- * any offset < capture_size with a length <= capture_size (what the verifier can bound). */
-struct scratch {
-	struct data_rec rec;
-	__u8 data[2 * ALAZ_MAX_CAPTURE];
-};
+/* When this thread is inside a TLS library call, notes the socket the call works on. */
+static __always_inline bool inside_tls_call(__u64 sk, int fd)
+{
+	struct tls_call *t = bpf_task_storage_get(&tls_calls, bpf_get_current_task_btf(), 0, 0);
 
-/* One slot per CPU, indexed by CPU id (a per-CPU array value may not exceed 32 KiB). Programs
- * of one CPU never nest (the kernel's bpf_prog_active guard), so a slot has one user at a time.
- * User space sets max_entries to the number of possible CPUs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct scratch);
-} scratch_map SEC(".maps");
+	if (!t || !t->active)
+		return false;
+	t->sk = sk;
+	t->fd = fd;
+	return true;
+}
 
 static __always_inline void stash(long nr, __u64 pid_tgid, int fd, __u64 buf, __u32 iovcnt,
 				  __u8 call, __u8 direction)
@@ -77,6 +47,8 @@ static __always_inline void stash(long nr, __u64 pid_tgid, int fd, __u64 buf, __
 	if (!sk)
 		return;
 	key = (__u64)sk;
+	if (inside_tls_call(key, fd))
+		return; /* ciphertext: the TLS probes capture the plaintext of this call */
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (st && st->ignored)
 		return;
@@ -109,180 +81,14 @@ static __always_inline void stash_msg(long nr, __u64 pid_tgid, int fd, struct us
 	stash(nr, pid_tgid, fd, (__u64)m.msg_iov, (__u32)m.msg_iovlen, CALL_MSG, direction);
 }
 
-/* Copies min(len, capture size) bytes from user memory into s->data; returns the count. */
-static __always_inline __u32 copy_user(struct scratch *s, __u64 src, __u64 len)
-{
-	__u64 n = len;
-
-	if (n > capture_size)
-		n = capture_size;
-	if (n > ALAZ_MAX_CAPTURE)
-		n = ALAZ_MAX_CAPTURE;
-	barrier_var(n); /* keep clang from reusing the unclamped copy (verifier) */
-	if (!n || bpf_probe_read_user(s->data, n, (void *)src))
-		return 0;
-	return n;
-}
-
-/* Decides protocol and role once per socket. Returns false while still unknown. */
-static __always_inline bool classify(struct conn_state *st, const __u8 *d, __u32 len, __u8 direction)
-{
-	int kind = classify_payload(d, len);
-
-	if (!kind) {
-		if (++st->tries >= ALAZ_MAX_TRIES) {
-			st->ignored = 1;
-			count(CNT_IGNORED);
-		}
-		return false;
-	}
-	st->protocol = kind & CLS_PROTO_MASK;
-	if (st->role == ROLE_UNKNOWN) {
-		/* connect()/accept() decide when seen; otherwise: whoever sends a client message
-		 * (request) or receives a server message is the client. */
-		bool from_client = kind & CLS_FROM_CLIENT;
-		bool egress = direction == DIR_EGRESS;
-		st->role = from_client == egress ? ROLE_CLIENT : ROLE_SERVER;
-	}
-	return true;
-}
-
-/* Classifies an unknown socket from the first bytes of this call (the first buffer, or the
- * first non-empty iovec); outside the emit loops, so the verifier walks it once. */
-static __always_inline bool classify_first(struct scratch *s, struct pending *p,
-					   struct conn_state *st, __u64 ret)
-{
-	__u64 src = p->buf, len = ret;
-	__u32 n;
-
-	if (p->call != CALL_PLAIN) {
-		struct iovec v;
-		if (!p->iovcnt || bpf_probe_read_user(&v, sizeof(v), (void *)p->buf))
-			return false;
-		src = (__u64)v.iov_base;
-		len = v.iov_len < ret ? v.iov_len : ret;
-	}
-	n = copy_user(s, src, len);
-	return classify(st, s->data, n, p->direction);
-}
-
-/* Submits the record in `s`: `n` payload bytes standing for `bytes` stream bytes. */
-static __always_inline bool submit(struct scratch *s, struct conn_state *st, __u32 n,
-				   __u64 bytes, __u32 chunk_off)
-{
-	struct data_rec *r = &s->rec;
-	__u64 size = sizeof(struct data_rec) + n;
-
-	r->protocol = st->protocol;
-	r->role = st->role;
-	/* Not atomic (that needs 5.12): two threads writing one socket at the same instant may
-	 * share a number; user space orders by the ring, seq only reveals gaps. */
-	r->seq = st->seq++;
-	r->chunk_off = chunk_off;
-	r->bytes = bytes;
-	r->captured = n;
-	r->flags = bytes > n ? REC_FLAG_TRUNCATED : 0;
-	barrier_var(size);
-	if (size > sizeof(struct scratch))
-		return true;
-	if (bpf_ringbuf_output(&events, s, size, BPF_RB_NO_WAKEUP))
-		count(CNT_RB_DROP_DATA);
-	else
-		count(CNT_DATA);
-	return true;
-}
-
-/* read/write/recvfrom/sendto: one record per capture window of the transferred bytes, up to
- * `max_chunks` windows, so several small pipelined messages in one syscall (Redis pipelines,
- * HTTP pipelining) are all seen. The last record's `bytes` also covers what was not copied,
- * so a parser can skip a large body by its length. */
-static __always_inline void emit_plain(struct scratch *s, struct pending *p,
-				       struct conn_state *st, __u64 ret)
-{
-	__u64 cap = capture_size > ALAZ_MAX_CAPTURE ? ALAZ_MAX_CAPTURE : capture_size;
-
-	for (__u32 c = 0; c < ALAZ_MAX_CHUNKS; c++) {
-		__u64 start = c * cap;
-		bool last = c + 1 >= max_chunks || start + cap >= ret;
-		__u32 n = copy_user(s, p->buf + start, ret - start);
-
-		if (!n || !submit(s, st, n, last ? ret - start : n, start) || last)
-			return;
-	}
-}
-
-/* readv/writev/recvmsg/sendmsg: one record per iovec (its first capture window), so message
- * boundaries that follow iovec boundaries (a response head and its body) stay visible. */
-static __always_inline void emit_iov(struct scratch *s, struct pending *p, struct conn_state *st,
-				     __u64 ret)
-{
-	struct iovec *iov = (struct iovec *)p->buf;
-	__u64 done = 0;
-
-	for (int i = 0; i < ALAZ_MAX_IOV; i++) {
-		struct iovec v;
-		__u64 len;
-		__u32 n;
-		bool last;
-
-		if (i >= p->iovcnt || done >= ret)
-			return;
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			return;
-		len = v.iov_len < ret - done ? v.iov_len : ret - done;
-		last = i + 1 >= p->iovcnt || i + 1 >= ALAZ_MAX_IOV || done + len >= ret;
-		if (len) {
-			n = copy_user(s, (__u64)v.iov_base, len);
-			if (!submit(s, st, n, last ? ret - done : len, done))
-				return;
-		}
-		done += len;
-	}
-}
-
 static __always_inline void finish(long nr, __u64 pid_tgid, long ret)
 {
 	struct pending *p = bpf_task_storage_get(&pending, bpf_get_current_task_btf(), 0, 0);
-	struct conn_state *st;
-	struct scratch *s;
-	__u32 cpu = bpf_get_smp_processor_id();
 
 	if (!p || !p->sk)
 		return;
-	if (p->nr != nr) /* a stash whose exit never ran (e.g. skipped by the kernel): stale */
-		goto out;
-	if (ret <= 0)
-		goto out;
-	s = bpf_map_lookup_elem(&scratch_map, &cpu);
-	if (!s)
-		goto out;
-	st = conn_get_or_create((struct sock *)p->sk, pid_tgid >> 32);
-	if (!st || st->ignored)
-		goto out;
-
-	struct data_rec *r = &s->rec;
-	r->kind = REC_DATA;
-	r->direction = p->direction;
-	r->family = st->family;
-	r->pid = pid_tgid >> 32;
-	r->tid = (__u32)pid_tgid;
-	r->fd = p->fd;
-	r->conn_id = st->conn_id;
-	r->cgroup_id = bpf_get_current_cgroup_id();
-	r->enter_ns = p->enter_ns;
-	r->exit_ns = bpf_ktime_get_ns();
-	r->lport = st->lport;
-	r->rport = st->rport;
-	__builtin_memcpy(r->laddr, st->laddr, 16);
-	__builtin_memcpy(r->raddr, st->raddr, 16);
-	bpf_get_current_comm(r->comm, sizeof(r->comm));
-	if (st->protocol == PROTO_UNKNOWN && !classify_first(s, p, st, ret))
-		goto out;
-	if (p->call == CALL_PLAIN)
-		emit_plain(s, p, st, ret);
-	else
-		emit_iov(s, p, st, ret);
-out:
+	if (p->nr == nr && ret > 0) /* else: a stash whose exit never ran (stale), or a failure */
+		emit_call(p, pid_tgid, p->sk, ret, 0);
 	p->sk = 0; /* consumed; the storage itself stays with the thread */
 }
 

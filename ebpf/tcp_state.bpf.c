@@ -113,6 +113,15 @@ int set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
+	if (ctx->newstate == TCP_CLOSE) {
+		/* the TLS plaintext stream of this socket, if any, ends with it */
+		__u64 tls_key = key | 1;
+		struct conn_state *tls = bpf_map_lookup_elem(&conns, &tls_key);
+		if (tls) {
+			emit_conn(CONN_CLOSE, tls, 0, -1);
+			bpf_map_delete_elem(&conns, &tls_key);
+		}
+	}
 	st = bpf_map_lookup_elem(&conns, &key);
 	if (!st)
 		return 0;

@@ -68,6 +68,46 @@ struct {
 	__type(value, __u8);
 } scope SEC(".maps");
 
+/* A TLS library call in flight on this thread (SSL_read/SSL_write and their _ex forms, set by
+ * the uprobes of tls_openssl). While one is active, the syscalls the library makes on the
+ * socket are not captured (they carry ciphertext); they only tell which socket the call uses.
+ * Why nested-syscall correlation rather than SSL struct offsets: it needs no per-version
+ * layout of SSL/BIO (which OpenSSL 3.2+ changed again, and bundled copies may differ), and it
+ * works for any library that does its own I/O on the thread that called it. */
+struct tls_call {
+	__u64 ssl;
+	__u64 buf;
+	__u64 len_ptr; /* _ex forms: size_t *written / *readbytes */
+	__u64 enter_ns;
+	__u64 sk; /* learned from the syscall nested in this call */
+	__s32 fd;
+	__u8 active;
+	__u8 direction;
+	__u8 ex;
+	__u8 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+struct ssl_sock {
+	__u64 sk;
+	__s32 fd;
+	__u32 _pad;
+};
+
+/* SSL object -> its socket, for reads served from the library's buffer with no syscall. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct ssl_sock);
+} ssl_socks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, CNT_MAX);
@@ -158,10 +198,12 @@ static __always_inline void read_addrs(struct sock *sk, struct conn_state *st)
 	}
 }
 
-/* The state of `sk`, created (with its addresses read now) when absent. */
-static __always_inline struct conn_state *conn_get_or_create(struct sock *sk, __u32 pid)
+/* The state stored at `key` for socket `sk`, created (with its addresses read now) when absent.
+ * The key is the sock's address for the bytes on the wire, and the address | 1 for the TLS
+ * plaintext of the same socket (a separate stream with its own classification). */
+static __always_inline struct conn_state *conn_get_or_create_at(struct sock *sk, __u64 key,
+								 __u32 pid)
 {
-	__u64 key = (__u64)sk;
 	struct conn_state *st = bpf_map_lookup_elem(&conns, &key);
 	struct conn_state fresh = {};
 
@@ -175,6 +217,11 @@ static __always_inline struct conn_state *conn_get_or_create(struct sock *sk, __
 		return NULL;
 	}
 	return bpf_map_lookup_elem(&conns, &key);
+}
+
+static __always_inline struct conn_state *conn_get_or_create(struct sock *sk, __u32 pid)
+{
+	return conn_get_or_create_at(sk, (__u64)sk, pid);
 }
 
 static __always_inline void fill_conn_rec(struct conn_rec *r, __u8 event, struct conn_state *st,

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from alaz.capture.records import Protocol, Role
+from alaz.capture.records import REC_FLAG_TLS, Protocol, Role
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
 from alaz.protocols.http1 import Http1Connection
@@ -46,6 +46,7 @@ class Conn:
         "role",
         "server_ip",
         "server_port",
+        "tls",
     )
 
     def __init__(
@@ -70,6 +71,7 @@ class Conn:
             self.server_ip, self.server_port = remote, rport
         self.parser = parser
         self.next_seq = 0
+        self.tls = False  # the plaintext of a TLS connection (from the TLS probes)
         self.last: tuple[Any, ...] = ()  # the latest DATA_REC tuple seen on this connection
 
 
@@ -159,6 +161,7 @@ class ConnTracker:
         parser = Http1Connection(_ROLE_NAMES[Role(role)])
         conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
         conn.next_seq = seq
+        conn.tls = bool(rec[4] & REC_FLAG_TLS)
         if len(self.conns) >= self.max_conns:
             del self.conns[next(iter(self.conns))]  # the oldest opened
             self.stats.conns_evicted += 1
@@ -198,7 +201,7 @@ class ConnTracker:
                     p.status,
                     max(latency, 0),
                     wall_ms(start),
-                    False,
+                    conn.tls,
                     p.req_bytes,
                     p.resp_bytes,
                     p.host,

@@ -32,6 +32,7 @@ class ProbeSpec:
     name: str  # alaz/objects/<name>.bpf.o
     tracepoints: tuple[str, ...]  # "category/name"
     optional: tuple[str, ...] = ()  # tracepoints an older or other-arch kernel may lack
+    captures: bool = False  # builds data records: takes the capture settings
 
 
 _DATA_CALLS = ("read", "write", "readv", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg")
@@ -40,6 +41,7 @@ OBJECTS: tuple[ProbeSpec, ...] = (
     ProbeSpec(
         "l7",
         tuple(f"syscalls/sys_{side}_{call}" for call in _DATA_CALLS for side in ("enter", "exit")),
+        captures=True,
     ),
     ProbeSpec(
         "tcp_state",
@@ -54,8 +56,17 @@ OBJECTS: tuple[ProbeSpec, ...] = (
         optional=("syscalls/sys_exit_accept",),
     ),
     ProbeSpec("proc", ("sched/sched_process_exec", "sched/sched_process_exit")),
+    # uprobes, attached per library file as user space finds them (TlsAttacher)
+    ProbeSpec("tls_openssl", (), captures=True),
 )
-SHARED_MAPS = ("events", "conns", "counters", "scope")
+SHARED_MAPS = ("events", "conns", "counters", "scope", "tls_calls", "ssl_socks")
+# OpenSSL function -> the entry program; every one returns through ssl_exit_probe.
+SSL_ENTRY_PROGRAMS = {
+    "SSL_write": "ssl_write_enter",
+    "SSL_read": "ssl_read_enter",
+    "SSL_write_ex": "ssl_write_ex_enter",
+    "SSL_read_ex": "ssl_read_ex_enter",
+}
 
 
 def required_tracepoints() -> list[str]:
@@ -119,7 +130,7 @@ class Probes:
 
     def _configure(self, obj: BpfObject, spec: ProbeSpec, shared: dict[str, int]) -> None:
         values = {"self_tgid": self.self_tgid, "scope_enabled": int(self.scope_by_cgroup)}
-        if spec.name == "l7":
+        if spec.captures:
             values["capture_size"] = self.capture_bytes
             values["max_chunks"] = self.max_chunks
             obj.set_max_entries("scratch_map", max(1, int(LIB.libbpf_num_possible_cpus())))
@@ -141,16 +152,31 @@ class Probes:
                 self.skipped.append(tp)
 
     def attach(self) -> int:
-        """Attaches every loaded program; returns how many."""
+        """Attaches every tracepoint program; returns how many. (Uprobes are attached per
+        library file with `attach_openssl`.)"""
         n = 0
         for obj in self.objects:
             for prog, section in obj.programs():
                 tp = _section_tracepoint(section)
-                if tp in self.skipped:
+                if tp in self.skipped or section.startswith(("uprobe", "uretprobe")):
                     continue
                 obj.attach(prog)
                 n += 1
         self._log.info("probes.attached", programs=n, skipped=self.skipped)
+        return n
+
+    def attach_openssl(self, path: str, offsets: dict[str, int]) -> int:
+        """Attaches the SSL probes to one library file (every process mapping it), at the file
+        offsets of the functions it has; returns how many probes were attached."""
+        obj = next(o for o in self.objects if o.name == "tls_openssl")
+        n = 0
+        for func, prog in SSL_ENTRY_PROGRAMS.items():
+            offset = offsets.get(func)
+            if offset is None:
+                continue
+            obj.attach_uprobe(prog, path, offset)
+            obj.attach_uprobe("ssl_exit_probe", path, offset, retprobe=True)
+            n += 2
         return n
 
     def detach(self) -> None:
