@@ -58,6 +58,7 @@ OBJECTS: tuple[ProbeSpec, ...] = (
     ProbeSpec("proc", ("sched/sched_process_exec", "sched/sched_process_exit")),
     # uprobes, attached per library file as user space finds them (TlsAttacher)
     ProbeSpec("tls_openssl", (), captures=True),
+    ProbeSpec("tls_go", (), captures=True),
 )
 SHARED_MAPS = ("events", "conns", "counters", "scope", "tls_calls", "ssl_socks")
 # OpenSSL function -> the entry program; every one returns through ssl_exit_probe.
@@ -178,6 +179,16 @@ class Probes:
             obj.attach_uprobe("ssl_exit_probe", path, offset, retprobe=True)
             n += 2
         return n
+
+    def attach_go(self, path: str, write: int, read: int, read_rets: list[int]) -> int:
+        """Attaches the Go crypto/tls probes to one executable: (*Conn).Write's entry, Read's
+        entry and a uprobe at each RET of Read (never a uretprobe: Go stacks move)."""
+        obj = next(o for o in self.objects if o.name == "tls_go")
+        obj.attach_uprobe("go_tls_write", path, write)
+        obj.attach_uprobe("go_tls_read_enter", path, read)
+        for ret in read_rets:
+            obj.attach_uprobe("go_tls_read_ret", path, ret)
+        return 2 + len(read_rets)
 
     def detach(self) -> None:
         """Detaches every program. Each link's release waits for an RCU grace period
