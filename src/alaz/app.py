@@ -1,9 +1,10 @@
 """The agent process: builds every component from the config and owns start-up and shutdown.
 
 Start-up: host checks (fail fast, same messages as `alaz doctor`) -> load and attach probes ->
-`agent.ready` (and the ready file) -> the capture loop and the sinks run in one TaskGroup.
-Shutdown (SIGINT/SIGTERM): detach the probes (nothing new is captured), drain the ring one last
-time, flush the sinks, close the objects; well within 5 s.
+`agent.ready` (and the ready file) -> the capture loop, the sinks and the Kubernetes view run
+in one TaskGroup. Shutdown (SIGINT/SIGTERM, or a restart the backend asked for): detach the
+probes (nothing new is captured), drain the ring one last time, flush the sinks, close the
+objects; well within 5 s.
 """
 
 from __future__ import annotations
@@ -15,19 +16,21 @@ import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from alaz.capture.collector import Collector
 from alaz.capture.probes import Probes
+from alaz.capture.records import ProcEvent
 from alaz.clock import MonotonicClock
-from alaz.config import AgentConfig
+from alaz.config import AgentConfig, KubernetesConfig
 from alaz.conntrack import ConnTracker
 from alaz.doctor import check_host, format_checks
 from alaz.errors import KernelFeatureError
 from alaz.log import get_logger
 from alaz.model import Exchange
 
-__all__ = ["Agent", "ExchangeSink"]
+__all__ = ["Agent", "ExchangeSink", "kubernetes_available"]
 
 _STATS_EVERY_S = 10.0
 _CLOCK_REFRESH_S = 10.0
@@ -44,19 +47,56 @@ class ExchangeSink(Protocol):
     async def aclose(self) -> None: ...
 
 
-class Agent:
-    """One agent process."""
+def kubernetes_available(cfg: KubernetesConfig, environ: dict[str, str] | None = None) -> bool:
+    """Whether there is a Kubernetes API to watch: in a pod (IN_CLUSTER, the default), the
+    service env the kubelet sets; outside, a kubeconfig. On a plain host: no (the agent then
+    captures every process and names ends by address)."""
+    env = os.environ if environ is None else environ
+    if not cfg.enabled:
+        return False
+    if cfg.in_cluster:
+        return "KUBERNETES_SERVICE_HOST" in env
+    path = cfg.kubeconfig or env.get("KUBECONFIG") or "~/.kube/config"
+    return Path(path).expanduser().exists()
 
-    def __init__(self, config: AgentConfig, sinks: Sequence[ExchangeSink]) -> None:
+
+class Agent:
+    """One agent process: probes -> collector -> tracker -> sinks, with the Kubernetes view."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        from alaz.export.wiring import build_sinks
+
         self.config = config
-        self.sinks = sinks
         self.log = get_logger("agent")
         self.clock = MonotonicClock()
         self.tracker = ConnTracker(self.clock)
         self.probes: Probes | None = None
         self.collector: Collector | None = None
+        self.k8s: Any = None
         self._stop = asyncio.Event()
-        self.capturing = True
+        self.capturing = False
+        if kubernetes_available(config.k8s):
+            from alaz.k8s import K8sCollector
+
+            self.k8s = K8sCollector(
+                config.k8s,
+                config.backend.node_name,
+                on_resources=self._on_resources,
+                on_scope=self._on_scope,
+            )
+        elif config.k8s.enabled:
+            self.log.info(
+                "agent.no_kubernetes",
+                detail="no cluster config found: capturing "
+                "every process on this host, ends named by address",
+            )
+        self.sinks: Sequence[ExchangeSink] = build_sinks(
+            config,
+            attributor=self.k8s.attributor if self.k8s is not None else None,
+            on_stop_collection=self.stop_collection,
+            on_restart=self.request_stop,
+        )
+        self._anteon = next((s for s in self.sinks if hasattr(s, "submit_resources")), None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -67,12 +107,17 @@ class Agent:
                 "start: this host cannot run the agent:\n" + format_checks(failed)
             )
         cap = self.config.capture
-        probes = Probes(capture_bytes=cap.capture_bytes, ring_bytes=cap.ring_bytes)
+        probes = Probes(
+            capture_bytes=cap.capture_bytes,
+            ring_bytes=cap.ring_bytes,
+            scope_by_cgroup=self.k8s is not None,
+        )
         probes.load()
         probes.attach()
         assert probes.ring is not None
         self.probes = probes
-        self.collector = Collector(probes.ring, self.tracker, self._submit)
+        self.collector = Collector(probes.ring, self.tracker, self._submit, on_proc=self._on_proc)
+        self.capturing = True
 
     def stop_collection(self) -> None:
         """Detaches every probe: nothing is captured until the process restarts."""
@@ -93,10 +138,12 @@ class Agent:
         gc.freeze()  # start-up objects never need collecting; keeps GC passes short
         try:
             async with asyncio.TaskGroup() as tg:
-                sink_tasks = [tg.create_task(s.run()) for s in self.sinks]
+                tasks = [tg.create_task(s.run()) for s in self.sinks]
+                if self.k8s is not None:
+                    tasks.append(tg.create_task(self.k8s.run()))
                 await self._capture_loop()
                 await self._shutdown()
-                for t in sink_tasks:
+                for t in tasks:
                     t.cancel()
         finally:
             if self.probes is not None:
@@ -109,6 +156,7 @@ class Agent:
             pid=os.getpid(),
             capture_bytes=self.probes.capture_bytes,
             ring_bytes=self.probes.ring_bytes,
+            kubernetes=self.k8s is not None,
         )
         if self.config.ready_file:
             with open(self.config.ready_file, "w") as f:
@@ -139,15 +187,36 @@ class Agent:
         self.probes.detach()
         self.collector.poll()  # what the kernel wrote before the links went away
         self._log_stats()
-        for sink in self.sinks:
+        closers = [s.aclose() for s in self.sinks]
+        if self.k8s is not None:
+            closers.append(self.k8s.aclose())
+        for closer in closers:
             try:
-                await asyncio.wait_for(sink.aclose(), 3.0)
+                await asyncio.wait_for(closer, 3.0)
             except TimeoutError:
-                self.log.warning("agent.sink_flush_timeout", sink=type(sink).__name__)
+                self.log.warning("agent.close_timeout")
+
+    # -- callbacks ---------------------------------------------------------------------------
 
     def _submit(self, exchanges: list[Exchange]) -> None:
+        if self.k8s is not None:
+            describe = self.k8s.describe
+            for ex in exchanges:
+                ex.from_, ex.to = describe(ex)
         for sink in self.sinks:
             sink.submit(exchanges)
+
+    def _on_proc(self, event: int, pid: int, cgroup_id: int) -> None:
+        if event == ProcEvent.EXEC and self.k8s is not None:
+            self.k8s.on_exec(pid, cgroup_id)
+
+    def _on_scope(self, add: set[int], remove: set[int]) -> None:
+        if self.probes is not None:
+            self.probes.update_scope(add=add, remove=remove)
+
+    def _on_resources(self, kind: Any, events: list[Any]) -> None:
+        if self._anteon is not None:
+            self._anteon.submit_resources(kind, events)
 
     def _log_stats(self) -> None:
         assert self.probes is not None and self.collector is not None

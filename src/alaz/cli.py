@@ -46,7 +46,6 @@ def _doctor() -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from alaz.app import Agent
-    from alaz.export.wiring import build_sinks
     from alaz.log import configure_logging
 
     overrides = {k: v for k, v in vars(args).items() if k in override_names() and v is not None}
@@ -58,15 +57,7 @@ def _run(args: argparse.Namespace) -> int:
         get_logger("config").warning("config.warning", detail=warning)
 
     async def main() -> None:
-        agent_ref: list[Agent] = []
-        sinks = build_sinks(
-            config,
-            on_stop_collection=lambda: agent_ref[0].stop_collection(),
-            on_restart=lambda: agent_ref[0].request_stop(),
-        )
-        agent = Agent(config, sinks)
-        agent_ref.append(agent)
-        await agent.run()
+        await Agent(config).run()
 
     asyncio.run(main())
     return 0

@@ -7,6 +7,8 @@ build, encodes straight to JSON) rather than a pydantic model.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 __all__ = ["Exchange"]
@@ -41,3 +43,8 @@ class Exchange(msgspec.Struct, gc=False, omit_defaults=False):
     req_bytes: int
     resp_bytes: int
     host: str | None = None  # HTTP Host header (or :authority), names outbound destinations
+    # Both ends named after Kubernetes objects (alaz.k8s.Peer), when the Kubernetes view is on.
+    from_: Any = msgspec.field(default=None, name="from")
+    to: Any = None
+    # Protocol details beyond the row (SQLSTATE, error text, database, command, routing key...).
+    extra: dict[str, Any] | None = None

@@ -51,7 +51,7 @@ async def test_one_object_per_exchange_with_the_field_names(tmp_path: Path) -> N
     lines = out.read_bytes().splitlines()
     assert len(lines) == 2
     objects = [json.loads(line) for line in lines]
-    assert list(objects[0]) == list(Exchange.__struct_fields__)
+    assert list(objects[0]) == list(Exchange.__struct_encode_fields__)
     check = validator()
     for obj in objects:
         check.validate(obj)

@@ -38,11 +38,13 @@ class Collector:
         tracker: ConnTracker,
         on_exchanges: Callable[[list[Exchange]], None],
         max_bytes_per_poll: int = 8 << 20,
+        on_proc: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.ring = ring
         self.tracker = tracker
         self.on_exchanges = on_exchanges
         self.max_bytes = max_bytes_per_poll
+        self.on_proc = on_proc  # (event, pid, cgroup_id): exec/exit/fork
         self.stats = CollectorStats()
 
     def poll(self) -> int:
@@ -75,7 +77,9 @@ class Collector:
                     self.tracker.on_close(conn[7], conn[9], out)
                 n_conn += 1
             elif kind == RecKind.PROC:
-                PROC_REC.unpack_from(blob, off)
+                if self.on_proc is not None:
+                    proc = PROC_REC.unpack_from(blob, off)
+                    self.on_proc(proc[1], proc[2], proc[4])
                 n_proc += 1
             else:
                 n_unknown += 1
