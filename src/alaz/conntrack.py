@@ -39,6 +39,8 @@ class Conn:
     __slots__ = (
         "client_ip",
         "client_port",
+        "comm",
+        "comm_raw",
         "last",
         "next_seq",
         "parser",
@@ -72,6 +74,8 @@ class Conn:
         self.parser = parser
         self.next_seq = 0
         self.tls = False  # the plaintext of a TLS connection (from the TLS probes)
+        self.comm = ""
+        self.comm_raw = b""
         self.last: tuple[Any, ...] = ()  # the latest DATA_REC tuple seen on this connection
 
 
@@ -170,41 +174,37 @@ class ConnTracker:
         return conn
 
     def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange]) -> None:
+        # Hot path (once per exchange): tuple indexing, locals, the comm decoded once per
+        # connection and process. Http1Pair order: method, path, host, status, req_bytes,
+        # resp_bytes, req_first_enter, req_first_exit, req_last_exit, resp_first_enter,
+        # resp_first_exit, resp_last_exit, version, flags.
+        rec = conn.last  # the record that completed these exchanges
+        pid, tid, fd, cgroup_id, raw = rec[6], rec[7], rec[8], rec[11], rec[21]
+        if raw != conn.comm_raw:
+            conn.comm_raw = raw
+            conn.comm = raw.split(b"\0", 1)[0].decode(errors="replace")
+        comm = conn.comm
+        offset = self.clock.offset_ns
         client = conn.role == Role.CLIENT
         role = "client" if client else "server"
-        wall_ms = self.clock.wall_ms
-        rec = conn.last  # the record that completed these exchanges
-        pid, tid, fd, cgroup_id = rec[6], rec[7], rec[8], rec[11]
-        comm = rec[21].split(b"\0", 1)[0].decode(errors="replace")
+        cip, cport, sip, sport, tls = (
+            conn.client_ip,
+            conn.client_port,
+            conn.server_ip,
+            conn.server_port,
+            conn.tls,
+        )
+        append = out.append
         for p in pairs:
             if client:
-                start = p.req_first_enter_ns
-                latency = p.resp_first_exit_ns - start
+                start = p[6]
+                latency = p[10] - start
             else:
-                start = p.req_first_exit_ns
-                latency = p.resp_first_enter_ns - p.req_last_exit_ns
-            out.append(
-                Exchange(
-                    "HTTP",
-                    role,
-                    pid,
-                    tid,
-                    comm,
-                    fd,
-                    cgroup_id,
-                    conn.client_ip,
-                    conn.client_port,
-                    conn.server_ip,
-                    conn.server_port,
-                    p.method,
-                    p.path,
-                    p.status,
-                    max(latency, 0),
-                    wall_ms(start),
-                    conn.tls,
-                    p.req_bytes,
-                    p.resp_bytes,
-                    p.host,
-                )
-            )
+                start = p[7]
+                latency = p[9] - p[8]
+            append(Exchange(
+                "HTTP", role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[0], p[1],
+                p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000, tls, p[4],
+                p[5], p[2],
+            ))  # fmt: skip
         self.stats.exchanges += len(pairs)
