@@ -73,6 +73,7 @@ class Agent:
         self.probes: Probes | None = None
         self.collector: Collector | None = None
         self.k8s: Any = None
+        self.health: Any = None
         self._stop = asyncio.Event()
         self.capturing = False
         if kubernetes_available(config.k8s):
@@ -130,11 +131,13 @@ class Agent:
         self._stop.set()
 
     async def run(self) -> None:
-        self.start_probes()
-        self._announce_ready()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop)
+        await self._start_health()
+        # Loading verifies every program (seconds): off the loop, so /healthz keeps answering.
+        await asyncio.to_thread(self.start_probes)
+        self._announce_ready()
         gc.freeze()  # start-up objects never need collecting; keeps GC passes short
         try:
             async with asyncio.TaskGroup() as tg:
@@ -148,6 +151,24 @@ class Agent:
         finally:
             if self.probes is not None:
                 self.probes.close()
+            if self.health is not None:
+                await self.health.aclose()
+
+    async def _start_health(self) -> None:
+        """/healthz, /readyz (ready once every probe is attached) and /metrics. A port in use
+        is logged, not fatal: capture matters more than the probe endpoint."""
+        port = self.config.health_port
+        if port < 0:
+            return
+        from alaz.healthserver import HealthServer
+
+        server = HealthServer("0.0.0.0", port, is_ready=lambda: self.capturing)
+        try:
+            await server.start()
+        except OSError as exc:
+            self.log.warning("agent.health_port_unavailable", port=port, error=str(exc))
+            return
+        self.health = server
 
     def _announce_ready(self) -> None:
         assert self.probes is not None

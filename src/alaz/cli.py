@@ -35,13 +35,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _doctor() -> int:
-    from alaz.doctor import check_host, format_checks
+    from alaz.doctor import run_doctor
 
-    checks = check_host()
-    print(format_checks(checks))
-    failed = [c for c in checks if not c.ok]
-    print(f"\n{'this host can run alaz' if not failed else f'{len(failed)} problem(s) found'}")
-    return 1 if failed else 0
+    return run_doctor()
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -202,6 +202,8 @@ class AgentConfig(_Model):
     capture: CaptureConfig = CaptureConfig()
     output: str | None = None
     ready_file: str | None = None
+    # /healthz, /readyz and /metrics (the Go agent's port, 8181); -1 turns the server off.
+    health_port: int = Field(8181, ge=-1, le=65535)
     warnings: tuple[str, ...] = ()
 
     @property
@@ -322,6 +324,7 @@ _SETTINGS: tuple[_Setting, ...] = (
     _Setting("poll_interval_ms", "capture", "poll_interval_ms", "ALAZ_POLL_INTERVAL_MS"),
     _Setting("output", None, "output", "ALAZ_OUTPUT", _optional_text),
     _Setting("ready_file", None, "ready_file", "ALAZ_READY_FILE", _optional_text),
+    _Setting("health_port", None, "health_port", "ALAZ_HEALTH_PORT"),
 )
 _BY_KEY = {s.key: s for s in _SETTINGS}
 _BY_LOC: dict[tuple[str, ...], _Setting] = {

@@ -79,7 +79,12 @@ class AgentProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._log_f,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(ROOT / "src"),
+                "ALAZ_HEALTH_PORT": "0",  # a free port: several agents run at once in tests
+                **(env or {}),
+            },
         )
         deadline = time.monotonic() + 30
         while not self.ready.exists():

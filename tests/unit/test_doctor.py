@@ -214,6 +214,7 @@ def test_node_checks_are_advisory(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     checks = _by_name(doctor.check_node())
     assert {c.status for c in checks.values()} == {"warn"}
     assert "CONFIG_UPROBE_EVENTS" in checks["uprobes"].detail
+    assert "missing CAP_SYS_PTRACE: TLS capture" in checks["capability CAP_SYS_PTRACE"].detail
     assert "no cgroup filesystem" in checks["cgroup"].detail
     assert "hostPID" in checks["pid namespace"].detail
 
@@ -237,12 +238,17 @@ def test_cgroup_version(
     assert (check.ok, check.required) == (ok, False) and word in check.detail
 
 
-def test_uprobes_and_host_pid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_uprobes_host_pid_and_ptrace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "type").write_text("7\n")
     monkeypatch.setattr(doctor, "UPROBE_PMU", str(tmp_path / "type"))
-    monkeypatch.setattr(doctor, "PROC_STATUS", _status(tmp_path, 0, nspid="4242"))
+    monkeypatch.setattr(doctor, "PROC_STATUS", _status(tmp_path, 1 << 19, nspid="4242"))
     assert doctor._check_uprobes().ok
     assert doctor._check_pid_namespace().ok
+    ptrace = _by_name(doctor.check_node())["capability CAP_SYS_PTRACE"]
+    assert ptrace.ok and not ptrace.required
+    # CAP_SYS_ADMIN does not stand in for CAP_SYS_PTRACE
+    monkeypatch.setattr(doctor, "PROC_STATUS", _status(tmp_path, CAP["SYS_ADMIN"]))
+    assert _by_name(doctor.check_node())["capability CAP_SYS_PTRACE"].status == "warn"
 
 
 def test_config_check() -> None:
@@ -288,8 +294,17 @@ async def test_kubernetes_all_allowed() -> None:
     access = FakeAccess()
     check = await doctor.check_kubernetes({}, access)
     assert check.ok and "RBAC allows" in check.detail
-    assert len(access.asked) == len(doctor.RBAC_RULES) * 3
+    assert len(access.asked) == len(doctor.rbac_rules()) * 3
     assert ("watch", "discovery.k8s.io", "endpointslices") in access.asked
+    assert ("list", "batch", "jobs") in access.asked
+
+
+def test_rbac_rules_follow_the_collectors_kinds() -> None:
+    from alaz.k8s.informers import KINDS
+
+    rules = doctor.rbac_rules()
+    assert [res for _, res in rules] == list(KINDS)
+    assert ("", "pods") in rules and ("apps", "deployments") in rules
 
 
 async def test_kubernetes_rbac_gaps_are_named() -> None:
