@@ -16,12 +16,20 @@ from typing import Any
 from alaz.capture.records import REC_FLAG_TLS, Protocol, Role
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
-from alaz.protocols.http1 import Http1Connection
+from alaz.protocols.registry import parser_for
 
 __all__ = ["Conn", "ConnTracker", "TrackerStats", "format_addr"]
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
 _ROLE_NAMES = {Role.CLIENT: "client", Role.SERVER: "server"}
+# kernel protocol class -> the parser registry's (and the backend rows') protocol name
+_PROTOCOL_NAMES = {
+    Protocol.HTTP1: "HTTP",
+    Protocol.POSTGRES: "POSTGRES",
+    Protocol.MYSQL: "MYSQL",
+    Protocol.REDIS: "REDIS",
+    Protocol.AMQP: "AMQP",
+}
 
 
 def format_addr(family: int, raw: bytes) -> str:
@@ -159,10 +167,11 @@ class ConnTracker:
             raddr,
             _,
         ) = rec
-        if protocol != Protocol.HTTP1 or role not in _ROLE_NAMES:
+        name = _PROTOCOL_NAMES.get(protocol)
+        if name is None or role not in _ROLE_NAMES:
             self.stats.records_unparsed += 1
             return None
-        parser = Http1Connection(_ROLE_NAMES[Role(role)])
+        parser = parser_for(name, _ROLE_NAMES[Role(role)])
         conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
         conn.next_seq = seq
         conn.tls = bool(rec[4] & REC_FLAG_TLS)
@@ -175,9 +184,9 @@ class ConnTracker:
 
     def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange]) -> None:
         # Hot path (once per exchange): tuple indexing, locals, the comm decoded once per
-        # connection and process. Http1Pair order: method, path, host, status, req_bytes,
-        # resp_bytes, req_first_enter, req_first_exit, req_last_exit, resp_first_enter,
-        # resp_first_exit, resp_last_exit, version, flags.
+        # connection and process. Http1Pair: method, path, host, status, req_bytes, resp_bytes,
+        # then the six times; L7Pair: protocol, method, path, status, req_bytes, resp_bytes,
+        # the same six times at the same places, reversed, extra.
         rec = conn.last  # the record that completed these exchanges
         pid, tid, fd, cgroup_id, raw = rec[6], rec[7], rec[8], rec[11], rec[21]
         if raw != conn.comm_raw:
@@ -195,6 +204,7 @@ class ConnTracker:
             conn.tls,
         )
         append = out.append
+        http = conn.protocol == Protocol.HTTP1
         for p in pairs:
             if client:
                 start = p[6]
@@ -202,9 +212,16 @@ class ConnTracker:
             else:
                 start = p[7]
                 latency = p[9] - p[8]
-            append(Exchange(
-                "HTTP", role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[0], p[1],
-                p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000, tls, p[4],
-                p[5], p[2],
-            ))  # fmt: skip
+            if http:
+                append(Exchange(
+                    "HTTP", role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[0],
+                    p[1], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
+                    tls, p[4], p[5], p[2],
+                ))  # fmt: skip
+            else:
+                append(Exchange(
+                    p[0], role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[1],
+                    p[2], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
+                    tls, p[4], p[5], None, None, None, p[13],
+                ))  # fmt: skip
         self.stats.exchanges += len(pairs)

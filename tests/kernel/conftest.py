@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import need
+from tests.kernel.dbservers import mariadb, postgres, rabbitmq, redis  # noqa: F401 - fixtures
 
 ROOT = Path(__file__).resolve().parents[2]
 
