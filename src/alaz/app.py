@@ -74,6 +74,7 @@ class Agent:
         self.collector: Collector | None = None
         self.k8s: Any = None
         self.health: Any = None
+        self.tls: Any = None
         self._stop = asyncio.Event()
         self.capturing = False
         if kubernetes_available(config.k8s):
@@ -118,6 +119,10 @@ class Agent:
         assert probes.ring is not None
         self.probes = probes
         self.collector = Collector(probes.ring, self.tracker, self._submit, on_proc=self._on_proc)
+        from alaz.capture.tls_attach import TlsAttacher
+
+        self.tls = TlsAttacher(probes)
+        self.tls.scan_all()
         self.capturing = True
 
     def stop_collection(self) -> None:
@@ -189,6 +194,8 @@ class Agent:
         last_stats = last_clock = last_sweep = time.monotonic()
         while not self._stop.is_set():
             self.collector.poll()
+            if self.tls is not None and self.capturing:
+                self.tls.poll()
             now = time.monotonic()
             if now - last_clock >= _CLOCK_REFRESH_S:
                 self.clock.refresh()
@@ -228,8 +235,11 @@ class Agent:
             sink.submit(exchanges)
 
     def _on_proc(self, event: int, pid: int, cgroup_id: int) -> None:
-        if event == ProcEvent.EXEC and self.k8s is not None:
-            self.k8s.on_exec(pid, cgroup_id)
+        if event == ProcEvent.EXEC:
+            if self.k8s is not None:
+                self.k8s.on_exec(pid, cgroup_id)
+            if self.tls is not None:
+                self.tls.on_exec(pid)
 
     def _on_scope(self, add: set[int], remove: set[int]) -> None:
         if self.probes is not None:
@@ -247,4 +257,5 @@ class Agent:
             collector=vars(self.collector.stats),
             tracker=vars(self.tracker.stats),
             conns=len(self.tracker.conns),
+            tls=vars(self.tls.stats) if self.tls is not None else None,
         )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -166,7 +166,7 @@ class Probes:
         self._log.info("probes.attached", programs=n, skipped=self.skipped)
         return n
 
-    def attach_openssl(self, path: str, offsets: dict[str, int]) -> int:
+    def attach_openssl(self, path: str, offsets: Mapping[str, int]) -> int:
         """Attaches the SSL probes to one library file (every process mapping it), at the file
         offsets of the functions it has; returns how many probes were attached."""
         obj = next(o for o in self.objects if o.name == "tls_openssl")
