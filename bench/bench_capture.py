@@ -25,7 +25,7 @@ import msgspec
 from alaz.bpf._libbpf import LIB
 from alaz.capture.collector import Collector
 from alaz.capture.probes import Probes
-from alaz.capture.records import DATA_REC
+from alaz.capture.records import DATA_HOT
 from alaz.clock import MonotonicClock
 from alaz.conntrack import ConnTracker
 from alaz.doctor import ensure_tracefs
@@ -162,7 +162,7 @@ def user_cost(blobs: list[bytes], offsets: list[list[int]]) -> None:
         full.append(time.perf_counter() - t0)
         exchanges = n
         t0 = time.perf_counter()
-        unpack = DATA_REC.unpack_from
+        unpack = DATA_HOT.unpack_from
         for blob, offs in zip(blobs, offsets, strict=True):
             for off in offs:
                 if blob[off] == 1:

@@ -13,7 +13,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-from alaz.capture.records import REC_FLAG_TLS, Protocol, Role
+from alaz.capture.records import DATA_COMM, DATA_LADDR, DATA_RADDR, REC_FLAG_TLS, Protocol, Role
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
 from alaz.protocols.registry import parser_for
@@ -110,11 +110,14 @@ class ConnTracker:
         self.conns: dict[int, Conn] = {}
         self.stats = TrackerStats()
 
-    def on_data(self, rec: tuple[Any, ...], payload: bytes, out: list[Exchange]) -> None:
-        """`rec` is a DATA_REC tuple (see capture/records.py). Hot path: index, don't unpack."""
+    def on_data(
+        self, rec: tuple[Any, ...], payload: bytes, blob: bytes, off: int, out: list[Exchange]
+    ) -> None:
+        """`rec` is a DATA_HOT tuple (capture/records.py); the record itself is at `blob[off:]`,
+        for the fields read only now and then (addresses, comm). Hot path: index, don't unpack."""
         conn = self.conns.get(rec[10])
         if conn is None:
-            conn = self._open(rec)
+            conn = self._open(rec, blob, off)
             if conn is None:
                 return
         seq = rec[9]
@@ -125,14 +128,14 @@ class ConnTracker:
         conn.last = rec  # pid, tid, fd, comm... are read from it only when an exchange is made
         pairs = conn.parser.feed(rec[1], payload, rec[14], rec[12], rec[13])
         if pairs:
-            self._emit(conn, pairs, out)
+            self._emit(conn, pairs, out, blob[off + DATA_COMM : off + DATA_COMM + 16])
 
     def on_close(self, conn_id: int, ts_ns: int, out: list[Exchange]) -> None:
         conn = self.conns.pop(conn_id, None)
         if conn is not None:
             pairs = conn.parser.close(ts_ns)
             if pairs:
-                self._emit(conn, pairs, out)
+                self._emit(conn, pairs, out, conn.comm_raw)
 
     def sweep(self, now_ns: int) -> None:
         """Drops connections idle for longer than the timeout (their close was never seen)."""
@@ -142,31 +145,18 @@ class ConnTracker:
             del self.conns[cid]
         self.stats.conns_idle_swept += len(stale)
 
-    def _open(self, rec: tuple[Any, ...]) -> Conn | None:
-        (
-            _,
-            _,
-            protocol,
-            role,
-            _,
-            family,
-            _,
-            _,
-            _,
-            seq,
-            conn_id,
-            _,
-            _,
-            _,
-            _,
-            _,
-            _,
-            lport,
-            rport,
-            laddr,
-            raddr,
-            _,
-        ) = rec
+    def _open(self, rec: tuple[Any, ...], blob: bytes, off: int) -> Conn | None:
+        protocol, role, family, seq, conn_id, lport, rport = (
+            rec[2],
+            rec[3],
+            rec[5],
+            rec[9],
+            rec[10],
+            rec[17],
+            rec[18],
+        )
+        laddr = blob[off + DATA_LADDR : off + DATA_LADDR + 16]
+        raddr = blob[off + DATA_RADDR : off + DATA_RADDR + 16]
         name = _PROTOCOL_NAMES.get(protocol)
         if name is None or role not in _ROLE_NAMES:
             self.stats.records_unparsed += 1
@@ -182,13 +172,13 @@ class ConnTracker:
         self.stats.conns_opened += 1
         return conn
 
-    def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange]) -> None:
+    def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange], raw: bytes) -> None:
         # Hot path (once per exchange): tuple indexing, locals, the comm decoded once per
         # connection and process. Http1Pair: method, path, host, status, req_bytes, resp_bytes,
         # then the six times; L7Pair: protocol, method, path, status, req_bytes, resp_bytes,
         # the same six times at the same places, reversed, extra.
         rec = conn.last  # the record that completed these exchanges
-        pid, tid, fd, cgroup_id, raw = rec[6], rec[7], rec[8], rec[11], rec[21]
+        pid, tid, fd, cgroup_id = rec[6], rec[7], rec[8], rec[11]
         if raw != conn.comm_raw:
             conn.comm_raw = raw
             conn.comm = raw.split(b"\0", 1)[0].decode(errors="replace")

@@ -56,7 +56,7 @@ PROC_STATUS = "/proc/self/status"
 UPROBE_PMU = "/sys/bus/event_source/devices/uprobe/type"
 CGROUP_ROOT = "/sys/fs/cgroup"
 LOCKDOWN = "/sys/kernel/security/lockdown"
-MIN_KERNEL = (5, 8)  # BPF ring buffer, CAP_BPF and CAP_PERFMON
+MIN_KERNEL = (5, 11)  # task-local storage and BTF task pointers in tracing programs
 MEMCG_KERNEL = (5, 11)  # BPF memory charged to the memory cgroup, no more RLIMIT_MEMLOCK
 MEMLOCK_NEED = 64 << 20  # ring buffer (16 MiB default) + socket table + program images, rounded up
 CAP_SYS_PTRACE, CAP_SYS_ADMIN, CAP_SYS_RESOURCE, CAP_PERFMON, CAP_BPF = 19, 21, 24, 38, 39
@@ -183,7 +183,12 @@ def _check_kernel() -> Check:
         "kernel",
         ok,
         platform.release()
-        + ("" if ok else f": too old, the BPF ring buffer and CAP_BPF need Linux {need}+"),
+        + (
+            ""
+            if ok
+            else f": too old, the probes need Linux {need}+ (task-local storage in "
+            "tracing programs, the BPF ring buffer, CAP_BPF)"
+        ),
     )
 
 

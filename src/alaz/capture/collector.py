@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alaz.bpf.ringbuf import RingReader
-from alaz.capture.records import CONN_REC, DATA_REC, PROC_REC, ConnEvent, RecKind
+from alaz.capture.records import CONN_REC, DATA_HOT, DATA_REC, PROC_REC, ConnEvent, RecKind
 from alaz.conntrack import ConnTracker
+from alaz.log import get_logger
 from alaz.model import Exchange
 
 __all__ = ["Collector", "CollectorStats"]
@@ -27,6 +28,7 @@ class CollectorStats:
     conn_records: int = 0
     proc_records: int = 0
     unknown_records: int = 0
+    decode_errors: int = 0  # records whose handling raised (a bug): skipped and logged
 
 
 class Collector:
@@ -46,6 +48,8 @@ class Collector:
         self.max_bytes = max_bytes_per_poll
         self.on_proc = on_proc  # (event, pid, cgroup_id): exec/exit/fork
         self.stats = CollectorStats()
+        self._at = 0  # index of the record being decoded, for error recovery
+        self._log = get_logger("collector")
 
     def poll(self) -> int:
         """Drains what the ring holds now; returns the number of records handled."""
@@ -56,20 +60,30 @@ class Collector:
                 return total
             total += len(offsets)
             out: list[Exchange] = []
-            self._decode(blob, offsets, out)
+            start = 0
+            while start < len(offsets):
+                try:
+                    self._decode(blob, offsets[start:] if start else offsets, out)
+                    break
+                except Exception:  # a bug must not stop the capture: skip the record, go on
+                    failed = start + self._at
+                    self.stats.decode_errors += 1
+                    self._log.exception("collector.record_failed", record=failed)
+                    start = failed + 1
             if out:
                 self.on_exchanges(out)
 
     def _decode(self, blob: bytes, offsets: list[int], out: list[Exchange]) -> None:
         on_data = self.tracker.on_data
-        data_unpack = DATA_REC.unpack_from
+        data_unpack = DATA_HOT.unpack_from  # ints only: no bytes objects per record
         n_data = n_conn = n_proc = n_unknown = 0
-        for off in offsets:
+        for i, off in enumerate(offsets):
+            self._at = i
             kind = blob[off]  # low byte of the u16 kind; every kind is < 256
             if kind == RecKind.DATA:
                 rec = data_unpack(blob, off)
                 start = off + _DATA_HDR
-                on_data(rec, blob[start : start + rec[15]], out)
+                on_data(rec, blob[start : start + rec[15]], blob, off, out)
                 n_data += 1
             elif kind == RecKind.CONN:
                 conn = CONN_REC.unpack_from(blob, off)

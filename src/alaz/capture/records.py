@@ -12,6 +12,10 @@ from enum import IntEnum
 __all__ = [
     "CONN_REC",
     "COUNTER_NAMES",
+    "DATA_COMM",
+    "DATA_HOT",
+    "DATA_LADDR",
+    "DATA_RADDR",
     "DATA_REC",
     "MAX_CAPTURE",
     "MAX_CHUNKS",
@@ -83,6 +87,10 @@ COUNTER_NAMES = (
 # struct data_rec: kind, direction, protocol, role, flags, family, pid, tid, fd, seq, conn_id,
 # cgroup_id, enter_ns, exit_ns, bytes, captured, chunk_off, lport, rport, laddr, raddr, comm
 DATA_REC = struct.Struct("<HBBBBHIIiIQQQQQIIHH16s16s16s4x")
+# The leading integer fields of data_rec, up to rport: what the hot path reads of every record
+# (same indexes as DATA_REC). Addresses and comm are sliced from the record only when needed.
+DATA_HOT = struct.Struct("<HBBBBHIIiIQQQQQIIHH")
+DATA_LADDR, DATA_RADDR, DATA_COMM = 76, 92, 108  # offsets of the 16-byte fields
 # struct conn_rec: kind, event, role, family, pid, tid, fd, conn_id, cgroup_id, ts_ns,
 # lport, rport, laddr, raddr, comm
 CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")

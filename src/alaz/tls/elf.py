@@ -1,4 +1,4 @@
-"""Read the few things TLS discovery needs from an ELF file, and nothing else.
+"""Read the few things TLS discovery needs from an ELF file, through pyelftools.
 
 `ElfImage` opens a file once, maps it read-only, and answers: which machine, where each
 loadable segment lies, a section's place, a few named symbols (dynamic or `.symtab`), the
@@ -9,13 +9,25 @@ address `va` inside the PT_LOAD segment (p_vaddr, p_offset, p_filesz) the offset
 `va - p_vaddr + p_offset`. In libssl.so.3 the two happen to be equal; in node and in Go
 binaries they are not.
 
-Everything is read with `struct` from the mmap, so a 100 MB node binary is never copied.
-pyelftools was the first choice, but opening a file with it costs ~1 ms (it builds its
-`construct` parsers per file) and a symbol lookup in node 60 ms (it decodes the 80,000-bucket
-GNU hash table first); the agent inspects every executable file mapped on the node, so these
-few headers are read here directly, and pyelftools is the oracle the tests compare against.
-Anything malformed, truncated or not an ELF at all becomes an `ElfFormatError` that names the
-file and the cause.
+The ELF structures are decoded by pyelftools (`ELFFile` over the mmap, so a 100 MB node
+binary is never copied). Its per-table factories are used only where their cost is bounded:
+
+* program and section headers are parsed one by one with pyelftools' own `Elf_Phdr` and
+  `Elf_Shdr` structs, not with `iter_segments()`/`get_section_by_name()`: those build every
+  section object, and building the PT_DYNAMIC segment or the `.gnu.hash` section decodes the
+  whole bucket array with `construct` (10 ms in node; 6.5 s for a node whose `.gnu.hash`
+  claims 2**31 buckets, which any container on the node may hold);
+* a `.gnu.hash`/`.hash` table is checked to fit its section before pyelftools decodes it, and
+  its chain walk returns symbol indexes, so an older hidden version of a name
+  (`memcpy@GLIBC_2.2.5`) is skipped for the default one (pyelftools' `get_symbol(name)` stops
+  at the first entry of that name and has no index for `.gnu.version`);
+* `.symtab` has no hash table (Go binaries carry ~100,000 symbols, 2 s to index with
+  `get_symbol_by_name`): a name is found in the string table and its 4-byte offset among
+  the entries with `mmap.find`, and only those entries are decoded by pyelftools.
+
+The scanner caches results per (dev, ino), so this runs once per file. Anything malformed,
+truncated or not an ELF at all becomes an `ElfFormatError` that names the file and the cause,
+whatever pyelftools, `construct` or the mmap raised.
 """
 
 from __future__ import annotations
@@ -28,9 +40,23 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO, ParamSpec, TypeVar
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, ParamSpec, TypeVar, cast
+
+import elftools.elf.enums as elf_enums
+from elftools.common.exceptions import ELFError
+from elftools.common.utils import struct_parse
+from elftools.construct.core import ConstructError
+from elftools.elf.elffile import ELFFile
+from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
+from elftools.elf.hash import ELFHashSection, ELFHashTable, GNUHashSection, GNUHashTable
+from elftools.elf.sections import StringTableSection, SymbolTableSection
 
 from alaz.errors import AlazError
+
+if TYPE_CHECKING:
+    from elftools.construct.core import FormatField
+    from elftools.construct.lib.container import Container
+    from elftools.elf.sections import Section as ElftoolsSection
 
 __all__ = [
     "ElfFormatError",
@@ -43,21 +69,51 @@ __all__ = [
 ]
 
 PF_X = 0x1
-PT_LOAD = 1
 SHT_NOBITS = 8
-SHT_GNU_VERDEF = 0x6FFFFFFD
-SHN_UNDEF = 0
-SHN_XINDEX = 0xFFFF
+# Bounds on what one file may make us decode. Each pyelftools entry costs ~10 us, and a
+# corrupt count (e_shnum, nbuckets) in a big file would otherwise cost seconds and gigabytes.
+# Real files stay far below: a few dozen sections, fewer than 20 program headers (the kernel
+# loads at most 64 KiB of them), node's 32,771 GNU hash buckets, chains of a few entries.
+_MAX_SECTIONS = 16384
+_MAX_PROGRAM_HEADERS = 2048
+_MAX_HASH_WORDS = 1 << 18  # beyond: the string-table search, not a decoded bucket array
+_MAX_CHAIN = 4096
 _MAX_VERDEFS = 4096
 
 # e_machine -> Go's GOARCH spelling, which the rest of the package uses.
 _MACHINES = {62: "amd64", 183: "arm64", 3: "386", 40: "arm", 243: "riscv64", 21: "ppc64"}
+# pyelftools decodes e_machine and sh_type to names; `Section.type` and unknown machines
+# keep the numbers (unknown values reach us as ints already).
+_E_MACHINE: dict[str, int] = {
+    k: v for k, v in elf_enums.ENUM_E_MACHINE.items() if isinstance(v, int)
+}
+_SH_TYPE: dict[str, int] = {
+    name: value
+    for table_name, table in vars(elf_enums).items()
+    if table_name.startswith("ENUM_SH_TYPE")  # _BASE and per machine (_AMD64, _ARM...)
+    for name, value in table.items()
+    if isinstance(value, int)
+}
 
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
-# What reading past an inconsistent table raises deep down; a bad file, not a bug.
-_DECODE_ERRORS = (struct.error, IndexError, OverflowError, UnicodeDecodeError)
+# What decoding an inconsistent file raises deep down (pyelftools' ELFError/ELFParseError,
+# construct's errors, a seek outside the mmap, a table index out of range, a zero modulus):
+# a bad file, not a bug.
+_DECODE_ERRORS = (
+    ELFError,
+    ConstructError,
+    struct.error,
+    ValueError,  # includes UnicodeDecodeError
+    IndexError,
+    KeyError,
+    ArithmeticError,  # OverflowError, ZeroDivisionError
+)
+
+
+class _ImageClosedError(ValueError):
+    """A read after `close()`: a caller's bug, passed through as the ValueError it is."""
 
 
 def format_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
@@ -67,9 +123,13 @@ def format_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
     def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         try:
             return method(*args, **kwargs)
+        except _ImageClosedError:
+            raise
         except _DECODE_ERRORS as exc:
             what = getattr(args[0], "path", None) if args else None
-            raise ElfFormatError(f"read {what or 'ELF tables'}: inconsistent ({exc})") from exc
+            raise ElfFormatError(
+                f"read {what or 'ELF tables'}: inconsistent ({type(exc).__name__}: {exc})"
+            ) from exc
 
     return wrapper
 
@@ -123,7 +183,10 @@ class ElfSymbol:
 
 
 class ElfImage:
-    """An ELF file opened read-only. Use as a context manager; `close()` is idempotent."""
+    """An ELF file opened read-only. Use as a context manager; `close()` is idempotent.
+
+    `elf` is the pyelftools `ELFFile` reading the mmap (valid until `close()`).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
@@ -131,12 +194,25 @@ class ElfImage:
         self._map: mmap.mmap | None = None
         try:
             self._map = self._mmap(self._file)
-            self._read_header(self._map)
+            self.elf = ELFFile(self._stream)
+            self.ptr_size = self.elf.elfclass // 8
+            self.little_endian = self.elf.little_endian
+            machine = self.elf["e_machine"]
+            number = _E_MACHINE.get(machine, -1) if isinstance(machine, str) else int(machine)
+            self.machine = _MACHINES.get(number, f"e_machine {number}")
+            self._word: FormatField[int] = self.elf.structs.Elf_word("")
             self.segments = self._load_segments()
-            self._sections = self._read_sections()
-        except (*_DECODE_ERRORS, ValueError) as exc:
+            self._headers = self._read_sections()
+            self._index: dict[str, int] = {}
+            for i, sec in enumerate(self._headers):
+                if i:  # entry 0 is the null section
+                    self._index.setdefault(sec.name, i)
+        except TlsTargetError:
             self.close()
-            raise ElfFormatError(f"read ELF {self.path}: {exc}") from exc
+            raise
+        except _DECODE_ERRORS as exc:
+            self.close()
+            raise ElfFormatError(f"read ELF {self.path}: {type(exc).__name__}: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -145,100 +221,66 @@ class ElfImage:
         size = os.fstat(f.fileno()).st_size
         if size < 52:
             raise ElfFormatError(f"read ELF {self.path}: file is {size} bytes, too short")
-        if f.read(4) != b"\x7fELF":
+        ident = f.read(6)
+        if ident[:4] != b"\x7fELF":
             raise ElfFormatError(f"read ELF {self.path}: no ELF magic")
+        if ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise ElfFormatError(f"read ELF {self.path}: bad class {ident[4]} or data {ident[5]}")
         return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
 
-    def _read_header(self, m: mmap.mmap) -> None:
-        ei_class, ei_data = m[4], m[5]
-        if ei_class not in (1, 2) or ei_data not in (1, 2):
-            raise ElfFormatError(f"read ELF {self.path}: bad class {ei_class} or data {ei_data}")
-        self.ptr_size = 8 if ei_class == 2 else 4
-        self.little_endian = ei_data == 1
-        self._e = "<" if self.little_endian else ">"
-        fmt = self._e + ("HHIQQQIHHHHHH" if self.ptr_size == 8 else "HHIIIIIHHHHHH")
-        (_, machine, _, _, phoff, shoff, _, _, phentsize, phnum, shentsize, shnum, shstrndx) = (
-            struct.unpack_from(fmt, m, 16)
-        )
-        self.machine = _MACHINES.get(machine, f"e_machine {machine}")
-        self._ph = (phoff, phnum, phentsize)
-        self._sh = (shoff, shnum, shentsize, shstrndx)
-
     def _load_segments(self) -> tuple[LoadSegment, ...]:
+        size = len(self.buffer)
         out = []
-        for p_type, *fields in self._program_headers():
-            if p_type != PT_LOAD:
+        for h in self._table("program", "e_phoff", "e_phentsize", self.elf.num_segments()):
+            if h["p_type"] != "PT_LOAD":
                 continue
-            s = LoadSegment(*fields)
-            if s.offset + s.filesz > len(self.buffer):
+            s = LoadSegment(h["p_vaddr"], h["p_memsz"], h["p_offset"], h["p_filesz"], h["p_flags"])
+            if s.offset + s.filesz > size:
                 raise ElfFormatError(
                     f"read ELF {self.path}: PT_LOAD at offset {s.offset:#x} runs past the end"
-                    f" of the file ({len(self.buffer):#x} bytes; truncated?)"
+                    f" of the file ({size:#x} bytes; truncated?)"
                 )
             out.append(s)
         return tuple(out)
 
-    def _program_headers(self) -> Iterator[tuple[int, int, int, int, int, int]]:
-        """(p_type, vaddr, memsz, offset, filesz, flags) per program header."""
-        phoff, phnum, phentsize = self._ph
-        fmt = struct.Struct(self._e + ("IIQQQQQQ" if self.ptr_size == 8 else "IIIIIIII"))
-        if phnum and phentsize < fmt.size:
-            raise ElfFormatError(f"read ELF {self.path}: program header entry too small")
-        for i in range(phnum):
-            pos = phoff + i * phentsize
-            if pos + fmt.size > len(self.buffer):
-                raise ElfFormatError(f"read ELF {self.path}: program headers truncated")
-            f = fmt.unpack_from(self.buffer, pos)
-            if self.ptr_size == 8:
-                p_type, flags, offset, vaddr, _, filesz, memsz, _ = f
-            else:
-                p_type, offset, vaddr, _, filesz, memsz, flags, _ = f
-            yield p_type, vaddr, memsz, offset, filesz, flags
-
-    def _raw_section(self, i: int) -> tuple[int, ...]:
-        """(name, type, flags, addr, offset, size, link, info, addralign, entsize) of entry i."""
-        shoff, _, shentsize, _ = self._sh
-        fmt = self._e + ("IIQQQQIIQQ" if self.ptr_size == 8 else "IIIIIIIIII")
-        size = struct.calcsize(fmt)
-        pos = shoff + i * shentsize
-        if shentsize < size or pos + size > len(self.buffer):
-            raise ElfFormatError(f"read ELF {self.path}: section headers truncated")
-        return struct.unpack_from(fmt, self.buffer, pos)
-
-    def _read_sections(self) -> dict[str, Section]:
-        shoff, shnum, _, shstrndx = self._sh
-        self._shnum = 0
-        if not shoff:
-            return {}  # sstrip'ed: segments only
-        if shnum == 0:  # more than 0xff00 sections: the count is in entry 0
-            shnum = self._raw_section(0)[5]
-        if shstrndx == SHN_XINDEX:
-            shstrndx = self._raw_section(0)[6]
-        self._shnum = shnum
-        names = self._section_at(shstrndx)
-        out: dict[str, Section] = {}
-        for i in range(1, shnum):
-            sec = self._section_at(i, names)
-            out.setdefault(sec.name, sec)
-        return out
-
-    def _section_at(self, i: int, names: Section | None = None) -> Section:
-        if not 0 <= i < self._shnum:
-            raise ElfFormatError(f"read ELF {self.path}: no section {i}")
-        name_off, typ, _, addr, offset, size, link = self._raw_section(i)[:7]
-        if typ != SHT_NOBITS and offset + size > len(self.buffer):
+    def _table(self, kind: str, off_field: str, entsize_field: str, count: int) -> Iterator[Any]:
+        """The `count` program or section headers, each parsed by pyelftools' struct."""
+        fmt = self.elf.structs.Elf_Phdr if kind == "program" else self.elf.structs.Elf_Shdr
+        off, entsize = self.elf[off_field], self.elf[entsize_field]
+        if not count:
+            return
+        if count > (_MAX_PROGRAM_HEADERS if kind == "program" else _MAX_SECTIONS):
+            raise ElfFormatError(f"read ELF {self.path}: {count} {kind} headers, implausibly many")
+        if entsize < fmt.sizeof():
+            raise ElfFormatError(f"read ELF {self.path}: {kind} header entry too small")
+        if off + (count - 1) * entsize + fmt.sizeof() > len(self.buffer):
             raise ElfFormatError(
-                f"read ELF {self.path}: section {i} runs past the end of the file (truncated?)"
+                f"read ELF {self.path}: {count} {kind} headers at {off:#x} run past the end"
+                " of the file (truncated?)"
             )
-        name = self._cstring(names, name_off) if names is not None else ""
-        return Section(name, typ, addr, offset, size, link)
+        for i in range(count):
+            yield struct_parse(fmt, self._stream, off + i * entsize)
 
-    def _cstring(self, strtab: Section, off: int) -> str:
-        start = strtab.offset + off
-        end = self.buffer.find(b"\0", start, strtab.offset + strtab.size)
-        if off >= strtab.size or end < 0:
-            raise ElfFormatError(f"read string {off:#x} of {self.path}: outside its table")
-        return self.buffer[start:end].decode("utf-8", "replace")
+    def _read_sections(self) -> list[Section]:
+        if not self.elf["e_shoff"]:
+            return []  # sstrip'ed: segments only
+        count = self.elf.num_sections()  # > 0xff00 sections: pyelftools reads entry 0
+        headers: list[Container] = list(self._table("section", "e_shoff", "e_shentsize", count))
+        strndx = self.elf.get_shstrndx()
+        if not 0 <= strndx < len(headers):
+            raise ElfFormatError(f"read ELF {self.path}: no section {strndx} (section names)")
+        names = StringTableSection(headers[strndx], "", self.elf)
+        out = []
+        for i, h in enumerate(headers):
+            sh_type = h["sh_type"]
+            typ = _SH_TYPE.get(sh_type, -1) if isinstance(sh_type, str) else int(sh_type)
+            if i and typ != SHT_NOBITS and h["sh_offset"] + h["sh_size"] > len(self.buffer):
+                raise ElfFormatError(
+                    f"read ELF {self.path}: section {i} runs past the end of the file (truncated?)"
+                )
+            name = names.get_string(h["sh_name"]) if i else ""
+            out.append(Section(name, typ, h["sh_addr"], h["sh_offset"], h["sh_size"], h["sh_link"]))
+        return out
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -246,8 +288,13 @@ class ElfImage:
     def buffer(self) -> mmap.mmap:
         """The whole file, mapped read-only (valid until `close()`)."""
         if self._map is None:
-            raise ValueError(f"read {self.path}: the image is closed")
+            raise _ImageClosedError(f"read {self.path}: the image is closed")
         return self._map
+
+    @property
+    def _stream(self) -> IO[bytes]:
+        """The mmap as the stream pyelftools reads (it has the seek/tell/read it uses)."""
+        return cast("IO[bytes]", self.buffer)
 
     def close(self) -> None:
         if self._map is not None:
@@ -299,168 +346,232 @@ class ElfImage:
 
     def section(self, name: str) -> Section | None:
         """A section with contents in the file, or None (absent, or SHT_NOBITS like `.bss`)."""
-        sec = self._sections.get(name)
+        i = self._index.get(name)
+        sec = None if i is None else self._headers[i]
         return None if sec is None or sec.type == SHT_NOBITS else sec
 
     def section_names(self) -> list[str]:
-        return list(self._sections)
+        return list(self._index)
+
+    def _elftools_section(self, name: str) -> ElftoolsSection | None:
+        """pyelftools' object for a section with contents (typed by its sh_type), or None."""
+        i = self._index.get(name)
+        if i is None or self._headers[i].type == SHT_NOBITS:
+            return None
+        self.buffer  # noqa: B018 - raises when closed, before pyelftools reads the mmap
+        return self.elf.get_section(i)
+
+    def _symbol_table(self, name: str) -> SymbolTableSection | None:
+        sec = self._elftools_section(name)
+        if sec is None:
+            return None
+        if not isinstance(sec, SymbolTableSection):
+            raise ElfFormatError(f"read {name} of {self.path}: {sec['sh_type']}, no symbol table")
+        return sec
 
     # -- symbols -----------------------------------------------------------------------------
 
     @format_errors
     def dynamic_symbols(self, names: Iterable[str]) -> dict[str, ElfSymbol]:
         """Look `names` up among the defined dynamic symbols (exports); absent ones are missing."""
-        dynsym, dynstr = self.section(".dynsym"), self.section(".dynstr")
-        if dynsym is None or dynstr is None:
+        dynsym = self._symbol_table(".dynsym")
+        if dynsym is None:
             return {}
-        table = _SymbolTable(self, dynsym, dynstr, self.section(".gnu.version"))
-        gnu = self.section(".gnu.hash")
-        if gnu is not None:
-            hashed = _GnuHash(self, gnu, table)
-            found = (hashed.lookup(name) for name in names)
-            return {sym.name: sym for sym in found if sym is not None}
-        return table.find(names)  # no GNU hash (old or unusual linkers)
+        versym = self._elftools_section(".gnu.version")
+        table = _SymbolTable(self, dynsym, versym if isinstance(versym, GNUVerSymSection) else None)
+        # A name absent from the string table cannot be a symbol: most libraries a process maps
+        # export none of the names asked for, and then no hash table is decoded at all.
+        names = [name for name in names if table.mentions(name)]
+        if not names:
+            return {}
+        hashed: _GnuHash | _SysvHash | None = None
+        if self.section(".gnu.hash") is not None:
+            hashed = _GnuHash(self, table)
+        elif self.section(".hash") is not None:
+            hashed = _SysvHash(self, table)
+        if hashed is None or not hashed.usable:  # no hash table (old or unusual linkers)
+            return table.find(names)
+        found = (hashed.lookup(name) for name in names)
+        return {sym.name: sym for sym in found if sym is not None}
 
     @format_errors
     def symtab_symbols(self, names: Iterable[str]) -> dict[str, ElfSymbol]:
         """Look `names` up in `.symtab`; {} when the file is stripped."""
-        symtab, strtab = self.section(".symtab"), self.section(".strtab")
-        if symtab is None or strtab is None:
+        symtab = self._symbol_table(".symtab")
+        if symtab is None:
             return {}
-        return _SymbolTable(self, symtab, strtab).find(names)
+        return _SymbolTable(self, symtab).find(names)
 
     @format_errors
     def version_definitions(self) -> list[str]:
         """Names of the symbol versions this file defines (`OPENSSL_3.0.0`, `libssl.so.3`...)."""
-        verdef = next((s for s in self._sections.values() if s.type == SHT_GNU_VERDEF), None)
-        if verdef is None:
+        index = next(
+            (i for i, s in enumerate(self._headers) if s.type == _SH_TYPE["SHT_GNU_verdef"]), None
+        )
+        if index is None:
             return []
-        strtab = self._section_at(verdef.link)
+        self.buffer  # noqa: B018 - raises when closed, before pyelftools reads the mmap
+        verdef = self.elf.get_section(index)
+        if not isinstance(verdef, GNUVerDefSection):
+            raise ElfFormatError(f"read version definitions of {self.path}: not a verdef table")
+        if verdef.num_versions() > _MAX_VERDEFS:
+            raise ElfFormatError(
+                f"read version definitions of {self.path}: {verdef.num_versions()} entries"
+            )
         names: list[str] = []
-        pos, end = verdef.offset, verdef.offset + verdef.size
-        for _ in range(_MAX_VERDEFS):
-            if pos + 20 > end:
-                raise ElfFormatError(f"read version definitions of {self.path}: truncated")
-            # Elf_Verdef: version, flags, ndx, cnt (u16), hash, aux, next (u32)
-            _, _, _, cnt, _, aux, nxt = struct.unpack_from(self._e + "HHHHIII", self.buffer, pos)
-            if cnt:
-                if not 0 < aux <= end - pos - 8:
-                    raise ElfFormatError(f"read version definitions of {self.path}: bad aux")
-                (name_off,) = struct.unpack_from(self._e + "I", self.buffer, pos + aux)
-                names.append(self._cstring(strtab, name_off))
-            if not nxt:
-                return names
-            pos += nxt
-        raise ElfFormatError(f"read version definitions of {self.path}: too many entries")
+        for entry, auxiliaries in verdef.iter_versions():
+            names.append(next(auxiliaries).name)  # the first names the version, the rest parents
+            if not entry["vd_next"]:
+                break  # sh_info says more, but the chain ends: pyelftools would reread this one
+        return names
 
 
 class _SymbolTable:
-    """An Elf_Sym array and its string table, read with struct."""
+    """A pyelftools symbol table, with the default-version check and a fast name search."""
 
     def __init__(
-        self, img: ElfImage, table: Section, strtab: Section, versym: Section | None = None
+        self, img: ElfImage, table: SymbolTableSection, versym: GNUVerSymSection | None = None
     ) -> None:
-        self._img, self._table, self._strtab, self._versym = img, table, strtab, versym
-        self._buf = img.buffer
-        self._is64 = img.ptr_size == 8
-        self.entry = struct.Struct(img._e + ("IBBHQQ" if self._is64 else "IIIBBH"))
-        self._name_fmt = img._e + "I"
+        self._img, self._table, self._versym = img, table, versym
+        self._count = table.num_symbols()
 
-    def symbol(self, idx: int) -> tuple[int, int, int, int]:
-        """(name offset, value, size, section index) of entry `idx`."""
-        pos = self._table.offset + idx * self.entry.size
-        if pos + self.entry.size > self._table.offset + self._table.size:
+    def named(self, idx: int, name: str) -> ElfSymbol | None:
+        """Entry `idx` if it is named `name` and defined (not an import)."""
+        if not 0 <= idx < self._count:
             raise ElfFormatError(f"read symbol {idx} of {self._img.path}: past the table end")
-        f = self.entry.unpack_from(self._buf, pos)
-        return (f[0], f[4], f[5], f[3]) if self._is64 else (f[0], f[1], f[2], f[5])
-
-    def named(self, idx: int, raw: bytes) -> ElfSymbol | None:
-        """Entry `idx` if it is named `raw` and defined (not an import)."""
-        name_off, value, size, shndx = self.symbol(idx)
-        start = self._strtab.offset + name_off
-        if self._buf[start : start + len(raw) + 1] != raw + b"\0":
-            return None
-        if shndx == SHN_UNDEF or value == 0:
+        sym = self._table.get_symbol(idx)
+        if sym.name != name or sym["st_shndx"] == "SHN_UNDEF" or not sym["st_value"]:
             return None
         if self._hidden(idx):
             return None  # an old version (memcpy@GLIBC_2.2.5): the default one binds
-        return ElfSymbol(raw.decode(), value, size)
+        return ElfSymbol(name, sym["st_value"], sym["st_size"])
 
     def _hidden(self, idx: int) -> bool:
-        if self._versym is None or 2 * idx + 2 > self._versym.size:
+        if self._versym is None or idx >= self._versym.num_symbols():
             return False
-        (ver,) = struct.unpack_from(self._img._e + "H", self._buf, self._versym.offset + 2 * idx)
-        return bool(ver & 0x8000)
+        ndx = self._versym.get_symbol(idx)["ndx"]  # a name for 0 and 1 (local, global)
+        return isinstance(ndx, int) and bool(ndx & 0x8000)
 
     def find(self, names: Iterable[str]) -> dict[str, ElfSymbol]:
-        """Linear lookup, at C speed: each name is found in the string table, then its 4-byte
-        offset among the entries (Go binaries carry ~100,000 symbols)."""
+        """Lookup without a hash table, at C speed: each name is found in the string table,
+        then its 4-byte offset among the entries; only those entries are decoded."""
+        buf, word = self._img.buffer, self._img._word
+        entsize = self._table["sh_entsize"]
+        base = self._table["sh_offset"]
+        end = base + self._table["sh_size"]
         out: dict[str, ElfSymbol] = {}
-        base, end = self._table.offset, self._table.offset + self._table.size
         for name in names:
-            raw = name.encode()
-            for name_off in self._string_offsets(raw):
-                needle = struct.pack(self._name_fmt, name_off)
-                pos = self._buf.find(needle, base, end)
+            for name_off in self._string_offsets(name.encode()):
+                needle = word.build(name_off)  # st_name, the first field of Elf32/64_Sym
+                pos = buf.find(needle, base, end)
                 while pos >= 0 and name not in out:
-                    if (pos - base) % self.entry.size == 0:
-                        sym = self.named((pos - base) // self.entry.size, raw)
+                    if (pos - base) % entsize == 0:
+                        sym = self.named((pos - base) // entsize, name)
                         if sym is not None:
                             out[name] = sym
-                    pos = self._buf.find(needle, pos + 1, end)
+                    pos = buf.find(needle, pos + 1, end)
                 if name in out:
                     break
         return out
 
+    def mentions(self, name: str) -> bool:
+        """Whether `name` is a string of the table's string table (a C search, no decoding)."""
+        return next(self._string_offsets(name.encode()), None) is not None
+
     def _string_offsets(self, raw: bytes) -> Iterator[int]:
         """Offsets at which `raw` can be read as a whole string (a linker may share tails)."""
-        base, end = self._strtab.offset, self._strtab.offset + self._strtab.size
+        strtab = self._table.stringtable
+        base = strtab["sh_offset"]
+        end = base + strtab["sh_size"]
         needle = raw + b"\0"
-        pos = self._buf.find(needle, base, end)
+        buf = self._img.buffer
+        pos = buf.find(needle, base, end)
         while pos >= 0:
             yield pos - base
-            pos = self._buf.find(needle, pos + 1, end)
+            pos = buf.find(needle, pos + 1, end)
 
 
 class _GnuHash:
-    """A DT_GNU_HASH lookup: three words and a string compare per name."""
+    """A DT_GNU_HASH lookup on pyelftools' `GNUHashSection`: a bucket, then its chain.
 
-    def __init__(self, img: ElfImage, gnu: Section, table: _SymbolTable) -> None:
-        self._buf, self._e, self._table = img.buffer, img._e, table
-        nbuckets, self._symoffset, bloom_size, _ = struct.unpack_from(
-            self._e + "4I", self._buf, gnu.offset
+    The header is checked to fit the section first, and pyelftools decodes the bloom and
+    bucket arrays only when they are of a plausible size (`usable`); a corrupt count cannot
+    make it decode millions of words.
+    """
+
+    def __init__(self, img: ElfImage, table: _SymbolTable) -> None:
+        hdr = img.section(".gnu.hash")
+        assert hdr is not None
+        self._img, self._table, self._word = img, table, img._word
+        nbuckets, symoffset, bloom_size = (
+            struct_parse(self._word, img._stream, hdr.offset + 4 * k) for k in range(3)
         )
-        self._nbuckets = nbuckets
-        self._buckets = gnu.offset + 16 + bloom_size * img.ptr_size
-        self._chain = self._buckets + 4 * nbuckets
-        self._limit = gnu.offset + gnu.size
+        self._chain = hdr.offset + 16 + bloom_size * img.ptr_size + 4 * nbuckets
+        self._limit = hdr.offset + hdr.size
         if nbuckets == 0 or self._chain > self._limit:
             raise ElfFormatError(f"read .gnu.hash of {img.path}: {nbuckets} buckets do not fit")
-
-    def _u32(self, off: int) -> int:
-        if off + 4 > self._limit:
-            raise ElfFormatError("read .gnu.hash: a chain runs past the section")
-        return int(struct.unpack_from(self._e + "I", self._buf, off)[0])
+        self._symoffset = symoffset
+        self._buckets: list[int] = []
+        self.usable = max(nbuckets, bloom_size) <= _MAX_HASH_WORDS
+        if not self.usable:
+            return
+        sec = img._elftools_section(".gnu.hash")
+        if not isinstance(sec, GNUHashSection):
+            raise ElfFormatError(f"read .gnu.hash of {img.path}: not a GNU hash table")
+        self._buckets = sec.params["buckets"]
 
     def lookup(self, name: str) -> ElfSymbol | None:
-        raw = name.encode()
-        h = _gnu_hash(raw)
-        idx = self._u32(self._buckets + 4 * (h % self._nbuckets))
+        h = GNUHashTable.gnu_hash(name)
+        idx = self._buckets[h % len(self._buckets)]
         if idx < self._symoffset:
             return None
-        while True:
-            ch = self._u32(self._chain + 4 * (idx - self._symoffset))
+        for _ in range(_MAX_CHAIN):
+            pos = self._chain + 4 * (idx - self._symoffset)
+            if pos + 4 > self._limit:
+                raise ElfFormatError(f"read .gnu.hash of {self._img.path}: a chain runs past it")
+            ch = struct_parse(self._word, self._img._stream, pos)
             if (ch | 1) == (h | 1):
-                sym = self._table.named(idx, raw)
+                sym = self._table.named(idx, name)
                 if sym is not None:
                     return sym
             if ch & 1:
                 return None
             idx += 1
+        raise ElfFormatError(f"read .gnu.hash of {self._img.path}: a chain of {_MAX_CHAIN}+")
 
 
-def _gnu_hash(name: bytes) -> int:
-    h = 5381
-    for c in name:
-        h = (h * 33 + c) & 0xFFFFFFFF
-    return h
+class _SysvHash:
+    """A DT_HASH lookup on pyelftools' `ELFHashSection` (files linked without --hash-style=gnu)."""
+
+    def __init__(self, img: ElfImage, table: _SymbolTable) -> None:
+        hdr = img.section(".hash")
+        assert hdr is not None
+        self._img, self._table = img, table
+        nbuckets, nchains = (
+            struct_parse(img._word, img._stream, hdr.offset + 4 * k) for k in (0, 1)
+        )
+        if nbuckets == 0 or 4 * (2 + nbuckets + nchains) > hdr.size:
+            raise ElfFormatError(f"read .hash of {img.path}: {nbuckets} buckets do not fit")
+        self._buckets: list[int] = []
+        self._chains: list[int] = []
+        self.usable = max(nbuckets, nchains) <= _MAX_HASH_WORDS
+        if not self.usable:
+            return
+        sec = img._elftools_section(".hash")
+        if not isinstance(sec, ELFHashSection):
+            raise ElfFormatError(f"read .hash of {img.path}: not a SysV hash table")
+        self._buckets = sec.params["buckets"]
+        self._chains = sec.params["chains"]
+
+    def lookup(self, name: str) -> ElfSymbol | None:
+        idx = self._buckets[ELFHashTable.elf_hash(name) % len(self._buckets)]
+        for _ in range(min(len(self._chains), _MAX_CHAIN)):  # a chain visits no entry twice
+            if idx == 0:
+                return None
+            sym = self._table.named(idx, name)
+            if sym is not None:
+                return sym
+            idx = self._chains[idx]  # IndexError on a corrupt chain: a format error
+        if idx == 0:
+            return None
+        raise ElfFormatError(f"read .hash of {self._img.path}: a chain loops or runs too long")
