@@ -7,6 +7,11 @@ Per running process (files already in the page cache):
   cold      scan_pid with an empty cache: every mapped executable file is opened and read
   cached    scan_pid again: the maps read, one stat() per mapped file, cache lookups
 
+Per target file: ElfImage alone (pyelftools' ELFFile over the mmap, the program and section
+headers) and inspect_file (that, plus the symbol lookups, versions, pclntab and disassembly
+that make the target). The scanner pays this once per (dev, ino); `cold` above is its sum
+over the process's mapped files.
+
 Exec to discovery: a process is started and polled every 0.5 ms until its TLS file is
 found, by scan_pid on a warm scanner beside a loop that only reads maps and looks for the
 file's line. Both are bounded by when the process maps the file (a dynamic linker run,
@@ -32,8 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.kernel.tlsbuild import GoBuilder, toolchain
 
-from alaz.tls import TargetScanner
-from alaz.tls.discovery import parse_maps
+from alaz.log import configure_logging
+
+# before alaz.tls binds its logger (at import): no "tls target found" lines among the tables
+configure_logging("warning")
+
+from alaz.tls import TargetScanner, inspect_file  # noqa: E402
+from alaz.tls.discovery import parse_maps  # noqa: E402
+from alaz.tls.elf import ElfImage  # noqa: E402
 
 PY_SSL = "import ssl, psycopg2, psycopg, psycopg_binary.pq"
 READY = "\nprint('ready', flush=True)\nimport sys\nsys.stdin.read()"
@@ -67,11 +78,12 @@ def read_maps(pid: int) -> bytes:
         return f.read()
 
 
-def per_process(name: str, argv: list[str], rounds: int) -> None:
+def per_process(name: str, argv: list[str], rounds: int, targets: dict[str, str]) -> None:
     with running(argv) as proc:
         pid = proc.pid
         files = len(parse_maps(read_maps(pid)))
         found = TargetScanner().scan_pid(pid)
+        targets.update((t.path, name) for t in found)
         maps = best_of(lambda: read_maps(pid), rounds)
         cold = best_of(lambda: TargetScanner().scan_pid(pid), rounds)
         warm_scanner = TargetScanner()
@@ -81,6 +93,20 @@ def per_process(name: str, argv: list[str], rounds: int) -> None:
     print(
         f"{name:<16}{files:>6}{len(found):>4} {kinds:<14}"
         f"{maps * 1e3:>9.3f}{cold * 1e3:>10.2f}{cached * 1e3:>10.3f}{cached / maps:>8.1f}x"
+    )
+
+
+def per_file(path: str, process: str, rounds: int) -> None:
+    def open_only() -> None:
+        with ElfImage(path):
+            pass
+
+    image = best_of(open_only, rounds)
+    inspect = best_of(lambda: inspect_file(path), rounds)
+    size = os.stat(path).st_size
+    print(
+        f"{Path(path).name[:30]:<32}{process:<16}{size / 1e6:>8.1f}{image * 1e3:>10.2f}"
+        f"{inspect * 1e3:>12.2f}"
     )
 
 
@@ -142,8 +168,13 @@ def main() -> None:
         f"{'process':<16}{'files':>6}{'tgt':>4} {'kinds':<14}"
         f"{'maps ms':>9}{'cold ms':>10}{'cached ms':>10}{'c/maps':>9}"
     )
+    targets: dict[str, str] = {}
     for name, argv, _ in cases:
-        per_process(name, argv, args.rounds)
+        per_process(name, argv, args.rounds, targets)
+
+    print(f"\n{'target file':<32}{'process':<16}{'MB':>8}{'image ms':>10}{'inspect ms':>12}")
+    for path, process in targets.items():
+        per_file(path, process, args.rounds)
 
     scanner = TargetScanner()
     t0 = time.perf_counter()

@@ -1,17 +1,20 @@
-"""alaz.tls.elf against real files, with pyelftools (and binutils' nm) as the oracle."""
+"""alaz.tls.elf against real files: pyelftools' plain API (and binutils' nm) as the oracle
+for the bounded, version-aware lookups ElfImage builds on pyelftools."""
 
 from __future__ import annotations
 
 import random
 import shutil
+import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.gnuversions import GNUVerDefSection
 
-from alaz.tls import ElfFormatError, TlsTargetError, inspect_file
+from alaz.tls import ElfFormatError, TlsTargetError, elf, inspect_file
 from alaz.tls.elf import ElfImage
 from tests.conftest import need
 from tests.kernel.tlsbuild import GoBuild, go_builder, gotls, gotls_stripped  # noqa: F401
@@ -121,6 +124,112 @@ def test_version_definitions_match_pyelftools(path: Path) -> None:
         expected = [next(iter(auxs)).name for _, auxs in sec.iter_versions()]
     with ElfImage(path) as img:
         assert img.version_definitions() == expected
+
+
+# A tiny shared library from binutils alone: two versions of `clone` (the old one hidden),
+# with each hash-table style. In a SysV chain the hidden old entry comes first.
+_ASM = """
+    .text
+    .globl SSL_read, SSL_write, helper, clone_v1, clone_v2
+    .type SSL_read, @function
+SSL_read: nop
+    ret
+    .size SSL_read, .-SSL_read
+    .type SSL_write, @function
+SSL_write: nop
+    nop
+    ret
+    .size SSL_write, .-SSL_write
+    .type helper, @function
+helper: ret
+    .size helper, .-helper
+    .type clone_v1, @function
+clone_v1: ret
+    .size clone_v1, .-clone_v1
+    .type clone_v2, @function
+clone_v2: nop
+    ret
+    .size clone_v2, .-clone_v2
+    .symver clone_v1, clone@VERS_1
+    .symver clone_v2, clone@@VERS_2
+"""
+_VERSIONS = """
+VERS_1 { global: SSL_read; SSL_write; clone; local: *; };
+VERS_2 { global: helper; clone; } VERS_1;
+"""
+
+
+def versioned_library(tmp_path: Path, hash_style: str) -> Path:
+    need(shutil.which("as") is not None and shutil.which("ld") is not None, "binutils as, ld")
+    (tmp_path / "t.s").write_text(_ASM)
+    (tmp_path / "t.map").write_text(_VERSIONS)
+    out = tmp_path / f"libt-{hash_style}.so"
+    subprocess.run(["as", "--64", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")], check=True)
+    link = ["ld", "-shared", "-soname", "libt.so", f"--hash-style={hash_style}"]
+    script = ["--version-script", str(tmp_path / "t.map")]
+    subprocess.run([*link, *script, "-o", str(out), str(tmp_path / "t.o")], check=True)
+    return out
+
+
+@pytest.mark.parametrize("hash_style", ["sysv", "gnu", "both"])
+def test_each_hash_table_finds_the_default_version(tmp_path: Path, hash_style: str) -> None:
+    lib = versioned_library(tmp_path, hash_style)
+    expected = oracle_dynsym(lib)
+    assert expected["clone"] == (0x1007, 2)  # clone@@VERS_2, not the hidden clone@VERS_1
+    names = ["SSL_read", "SSL_write", "helper", "clone", "VERS_1", "absent"]
+    with ElfImage(lib) as img:
+        assert (img.section(".gnu.hash") is None) == (hash_style == "sysv")
+        got = img.dynamic_symbols(names)
+        assert img.version_definitions() == ["libt.so", "VERS_1", "VERS_2"]
+    assert {n: (s.value, s.size) for n, s in got.items()} == {
+        n: expected[n] for n in names if n in expected
+    }
+
+
+@pytest.mark.parametrize("path", [LIBSSL, LIBC], ids=["libssl", "libc"])
+def test_string_table_search_agrees_with_the_hash_lookup(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the size bound a hash table is not decoded; the string-table search takes over."""
+    need_file(path)
+    names = [*sorted(oracle_dynsym(path))[::40], "memcpy", "realpath", "no_such_symbol"]
+    with ElfImage(path) as img:
+        hashed = img.dynamic_symbols(names)
+    monkeypatch.setattr(elf, "_MAX_HASH_WORDS", 0)
+    with ElfImage(path) as img:
+        assert img.dynamic_symbols(names) == hashed
+
+
+def _patched(tmp_path: Path, src: Path, offset: int, value: bytes) -> Path:
+    data = bytearray(src.read_bytes())
+    data[offset : offset + len(value)] = value
+    out = tmp_path / src.name
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_corrupt_bucket_count_is_refused_without_decoding_it(tmp_path: Path) -> None:
+    """pyelftools alone would decode 2**31 buckets (seconds and gigabytes) before failing."""
+    need_file(LIBSSL)
+    with ElfImage(LIBSSL) as img:
+        gnu = img.section(".gnu.hash")
+    assert gnu is not None
+    path = _patched(tmp_path, LIBSSL, gnu.offset, struct.pack("<I", 0x7FFFFFFF))
+    t0 = time.perf_counter()
+    with pytest.raises(ElfFormatError, match="buckets do not fit") as info:
+        inspect_file(str(path))
+    assert time.perf_counter() - t0 < 1
+    assert str(path) in str(info.value)
+
+
+def test_an_implausible_section_count_is_refused(tmp_path: Path) -> None:
+    data = need_file(LIBC).read_bytes()
+    count = min(0xFEFF, (len(data) - 64) // 64)  # headers that fit in the file, from offset 64
+    assert count > elf._MAX_SECTIONS
+    path = _patched(tmp_path, LIBC, 0x28, struct.pack("<Q", 64))  # e_shoff
+    path.write_bytes(path.read_bytes()[:0x3C] + struct.pack("<H", count) + data[0x3E:])
+    with pytest.raises(ElfFormatError, match="implausibly many"):
+        ElfImage(path)
 
 
 def test_symtab_of_a_go_binary_matches_pyelftools(gotls: GoBuild) -> None:  # noqa: F811
