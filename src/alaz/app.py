@@ -212,6 +212,7 @@ class Agent:
     async def _shutdown(self) -> None:
         self.log.info("agent.stopping")
         assert self.probes is not None and self.collector is not None
+        self.probes.hand_off_teardown()  # the kernel's slow release happens after we exit
         self.probes.detach()
         self.collector.poll()  # what the kernel wrote before the links went away
         self._log_stats()
