@@ -8,7 +8,9 @@
 const volatile __u32 capture_size = 1024; /* set at load, 1..ALAZ_MAX_CAPTURE */
 const volatile __u32 max_chunks = 4;        /* capture windows per syscall, 1..ALAZ_MAX_CHUNKS */
 
-#define ALAZ_MAX_TRIES 4 /* unclassified payloads before a socket is ignored */
+#define ALAZ_MAX_TRIES 8 /* unclassified payloads before a socket is ignored: a client that reads
+                          * headers and bodies apart (mysql-connector) shows a whole command
+                          * packet only at its 6th payload */
 #define ALAZ_MAX_IOV 16  /* iovec entries walked per call */
 #define ALAZ_MAX_CHUNKS 8
 

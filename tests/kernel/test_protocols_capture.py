@@ -83,6 +83,30 @@ def test_mysql_text_and_prepared_statements(agent: AgentProcess, mariadb: DbServ
     assert by_path["SELECT 40 + 2"]["status"] == 1
     err = by_path["SELECT * FROM missing_table"]
     assert err["status"] == 2 and err["extra"]["error_code"] == 1146
+    # server-side prepared statements: COM_STMT_PREPARE / EXECUTE, the text remembered
+    import mysql.connector
+
+    cnx = mysql.connector.connect(
+        host="127.0.0.1",
+        port=mariadb.port,
+        user=mariadb.user,
+        password=mariadb.password,
+        ssl_disabled=True,  # plaintext here; TLS has its own tests
+        database=mariadb.database,
+    )
+    try:
+        cur = cnx.cursor(prepared=True)
+        for i in range(3):
+            cur.execute("SELECT ? + 1", (i,))
+            assert cur.fetchall() == [(i + 1,)]
+        cur.close()
+    finally:
+        cnx.close()
+    execs = _client(agent, mariadb.port, "MYSQL", 3, lambda r: r["method"] == "EXEC_STMT")
+    assert len(execs) == 3 and all(r["path"].startswith("SELECT ? + 1") for r in execs), execs
+    assert all(r["status"] == 1 for r in execs)
+    prep = _client(agent, mariadb.port, "MYSQL", 1, lambda r: r["method"] == "PREPARE_STMT")
+    assert prep and prep[0]["path"] == "SELECT ? + 1"
     assert mariadb.password and mariadb.password not in agent.out.read_text()
 
 
