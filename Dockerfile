@@ -41,7 +41,7 @@ RUN printf '%s\n' hatchling==1.27.0 \
       pydantic-settings==2.16.3 python-dotenv==1.2.4 annotated-types==0.8.0 \
       typing-extensions==4.16.0 typing-inspection==0.4.5 structlog==26.1.0 \
       httpx==0.28.1 httpcore==1.0.9 h11==0.16.0 anyio==4.16.0 idna==3.20 \
-      certifi==2026.10.19.post1 capstone==5.0.9 \
+      certifi==2026.10.19.post1 capstone==5.0.9 pyelftools==0.33 \
       kubernetes-asyncio==36.1.0 aiohttp==3.14.5 aiohappyeyeballs==2.7.1 aiosignal==1.4.0 \
       attrs==26.1.0 frozenlist==1.8.0 multidict==7.2.1 propcache==0.5.4 yarl==1.25.1 \
       python-dateutil==4.0.0 pyyaml==6.0.4 six==1.17.0 tzdata==2026.6 urllib3==2.8.0 \
