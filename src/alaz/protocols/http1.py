@@ -321,9 +321,18 @@ class _Stream:
                     self.on_done(exit_ns)
                     return
                 state = self._framed(framing, exit_ns)
-                if state < _RESYNC:
+                if state < _RESYNC and (stop < n or true_len > n):
                     self._run(data, stop, state, true_len - n, enter_ns, exit_ns, -1)
                 return
+        elif self.state == _BODY and true_len == self.remaining:
+            # Fast path: a record that is exactly the rest of a body (a head and its body
+            # written apart, as nginx's writev of two iovecs gives).
+            self.size += true_len
+            self.remaining = 0
+            self.gapped = self.gapped or true_len > len(data)
+            self.state = _HEAD
+            self.on_done(exit_ns)
+            return
         self._feed_slow(data, true_len, enter_ns, exit_ns)
 
     def _feed_slow(self, data: bytes, true_len: int, enter_ns: int, exit_ns: int) -> None:
