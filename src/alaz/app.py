@@ -75,6 +75,7 @@ class Agent:
         self.k8s: Any = None
         self.health: Any = None
         self.tls: Any = None
+        self._max_poll_gap = 0.0
         self._stop = asyncio.Event()
         self.capturing = False
         if kubernetes_available(config.k8s):
@@ -191,8 +192,12 @@ class Agent:
     async def _capture_loop(self) -> None:
         assert self.collector is not None
         interval = self.config.capture.poll_interval_ms / 1000
-        last_stats = last_clock = last_sweep = time.monotonic()
+        last_stats = last_clock = last_sweep = last_poll = time.monotonic()
         while not self._stop.is_set():
+            started = time.monotonic()
+            # how late this poll is: a slow loop is what fills the ring and drops records
+            self._max_poll_gap = max(self._max_poll_gap, started - last_poll)
+            last_poll = started
             self.collector.poll()
             if self.tls is not None and self.capturing:
                 self.tls.poll()
@@ -259,4 +264,6 @@ class Agent:
             tracker=vars(self.tracker.stats),
             conns=len(self.tracker.conns),
             tls=vars(self.tls.stats) if self.tls is not None else None,
+            max_poll_gap_ms=round(self._max_poll_gap * 1000, 1),
         )
+        self._max_poll_gap = 0.0
