@@ -42,7 +42,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from alaz.log import get_logger
-from alaz.tls.elf import ElfImage, TlsTargetError
+from alaz.tls.elf import ElfImage, TlsTargetError, UnsupportedTargetError
 from alaz.tls.golang import GoTarget, inspect_go
 from alaz.tls.openssl import UprobeTarget, inspect_openssl
 
@@ -239,7 +239,10 @@ class TargetScanner:
             target = inspect_file(path, m.dev, m.ino)
         except TlsTargetError as exc:
             self.stats.errors += 1
-            _log.info("tls target refused", path=m.path, dev=m.dev, ino=m.ino, reason=str(exc))
+            # an unsupported TLS library is worth a line; a file that is no ELF (memfd JIT
+            # areas, data files) is not
+            log = _log.info if isinstance(exc, UnsupportedTargetError) else _log.debug
+            log("tls target refused", path=m.path, dev=m.dev, ino=m.ino, reason=str(exc))
             return _Entry(st.st_mtime_ns, st.st_size, None, str(exc))
         if target is not None:
             _log.debug("tls target found", path=m.path, kind=type(target).__name__)
