@@ -7,6 +7,11 @@
     │   ├── BpfLoadError       opening or loading an object failed
     │   └── BpfAttachError     attaching a program failed
     ├── ExportError            a sink could not deliver
+    ├── KubeApiError           the Kubernetes API answered with an error (status), or broke
+    │   └── ResourceGone       410 Gone: the resourceVersion is too old; relist
+    ├── TlsTargetError         a file cannot be a TLS uprobe target; the message says why
+    │   ├── ElfFormatError     not an ELF, or truncated/inconsistent ELF structures
+    │   └── UnsupportedTargetError  recognised (OpenSSL, Go) but not probeable (ABI, version)
     └── ParseError             a protocol parser met bytes it cannot make sense of
 
 Messages read "verb object: cause".
@@ -23,9 +28,14 @@ __all__ = [
     "BpfError",
     "BpfLoadError",
     "ConfigError",
+    "ElfFormatError",
     "ExportError",
     "KernelFeatureError",
+    "KubeApiError",
     "ParseError",
+    "ResourceGone",
+    "TlsTargetError",
+    "UnsupportedTargetError",
 ]
 
 
@@ -64,3 +74,27 @@ class ExportError(AlazError):
 
 class ParseError(AlazError):
     """A protocol parser met bytes it cannot make sense of."""
+
+
+class KubeApiError(AlazError):
+    """The API server answered with an error status (or the stream broke)."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ResourceGone(KubeApiError):
+    """410 Gone: the resourceVersion is too old; relist."""
+
+
+class TlsTargetError(AlazError):
+    """A file cannot be used as a TLS uprobe target; the message says why."""
+
+
+class ElfFormatError(TlsTargetError):
+    """A file is not an ELF, or its ELF structures are truncated or inconsistent."""
+
+
+class UnsupportedTargetError(TlsTargetError):
+    """A file was recognised (OpenSSL, Go) but cannot be probed: old ABI, unknown version, arch."""

@@ -36,7 +36,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 
 from alaz.config import KubernetesConfig
-from alaz.errors import AlazError, ConfigError
+from alaz.errors import ConfigError, KubeApiError, ResourceGone
 from alaz.k8s.store import (
     ContainerInfo,
     EndpointsInfo,
@@ -73,18 +73,6 @@ T = TypeVar("T", bound=SlimObject)
 W = TypeVar("W")
 
 MAX_LINE = 16 << 20  # one watch event; larger is a broken stream
-
-
-class KubeApiError(AlazError):
-    """The API server answered with an error status (or the stream broke)."""
-
-    def __init__(self, message: str, status: int = 0) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ResourceGone(KubeApiError):
-    """410 Gone: the resourceVersion is too old; relist."""
 
 
 class Change(enum.Enum):

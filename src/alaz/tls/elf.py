@@ -55,7 +55,7 @@ from elftools.elf.gnuversions import GNUVerDefSection, GNUVerSymSection
 from elftools.elf.hash import ELFHashSection, ELFHashTable, GNUHashSection, GNUHashTable
 from elftools.elf.sections import StringTableSection, SymbolTableSection
 
-from alaz.errors import AlazError
+from alaz.errors import ElfFormatError, TlsTargetError, UnsupportedTargetError
 
 if TYPE_CHECKING:
     from elftools.construct.core import FormatField
@@ -136,18 +136,6 @@ def format_errors(method: Callable[_P, _R]) -> Callable[_P, _R]:
             ) from exc
 
     return wrapper
-
-
-class TlsTargetError(AlazError):
-    """A file cannot be used as a TLS uprobe target; the message says why."""
-
-
-class ElfFormatError(TlsTargetError):
-    """A file is not an ELF, or its ELF structures are truncated or inconsistent."""
-
-
-class UnsupportedTargetError(TlsTargetError):
-    """A file was recognised (OpenSSL, Go) but cannot be probed: old ABI, unknown version, arch."""
 
 
 @dataclass(frozen=True, slots=True)
