@@ -154,6 +154,39 @@ static __always_inline void emit_plain(struct scratch *s, struct pending *p,
 
 /* readv/writev/recvmsg/sendmsg: one record per iovec (its first capture window), so message
  * boundaries that follow iovec boundaries (a response head and its body) stay visible. */
+/* A call whose bytes all fit in one capture window: every iovec copied back to back into one
+ * record (a response head and its body written together: one record, one parser step). */
+static __always_inline bool emit_iov_packed(struct scratch *s, struct pending *p,
+					    struct conn_state *st, __u64 ret)
+{
+	struct iovec *iov = (struct iovec *)p->buf;
+	__u32 off = 0;
+
+	for (int i = 0; i < ALAZ_MAX_IOV; i++) {
+		struct iovec v;
+		__u64 n;
+
+		if (i >= p->iovcnt || off >= ret)
+			break;
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			return false;
+		n = v.iov_len < ret - off ? v.iov_len : ret - off;
+		if (n > ALAZ_MAX_CAPTURE)
+			n = ALAZ_MAX_CAPTURE;
+		barrier_var(n);
+		__u32 at = off;
+		barrier_var(at);
+		at &= ALAZ_MAX_CAPTURE - 1; /* off < ret <= capture size; lets the verifier see it */
+		if (n && bpf_probe_read_user(s->data + at, n, v.iov_base))
+			return false;
+		off += n;
+	}
+	if (off != ret) /* more iovecs than we walk: let the per-iovec path handle it */
+		return false;
+	submit(s, st, off, ret, 0);
+	return true;
+}
+
 static __always_inline void emit_iov(struct scratch *s, struct pending *p, struct conn_state *st,
 				     __u64 ret)
 {
@@ -217,7 +250,8 @@ static __always_inline void emit_call(struct pending *p, __u64 pid_tgid, __u64 s
 		return;
 	if (p->call == CALL_PLAIN)
 		emit_plain(s, p, st, ret);
-	else
+	else if (ret > (capture_size > ALAZ_MAX_CAPTURE ? ALAZ_MAX_CAPTURE : capture_size) ||
+		 !emit_iov_packed(s, p, st, ret))
 		emit_iov(s, p, st, ret);
 }
 
