@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import os
 import signal
@@ -60,6 +61,28 @@ def kubernetes_available(cfg: KubernetesConfig, environ: dict[str, str] | None =
     return Path(path).expanduser().exists()
 
 
+@functools.cache
+def _v2_mount() -> str | None:
+    from alaz.k8s.cgroups import find_v2_mount
+
+    return find_v2_mount()
+
+
+def _cgroup_id(pid: int) -> int | None:
+    """The cgroup v2 id (the directory's inode) of a running process, or None."""
+    from alaz.k8s.cgroups import read_proc_cgroup, v2_path
+
+    text = read_proc_cgroup(pid)
+    mount = _v2_mount()
+    path = v2_path(text) if text else None
+    if path is None or mount is None:
+        return None
+    try:
+        return os.stat(f"{mount}{path}").st_ino
+    except OSError:
+        return None
+
+
 class Agent:
     """One agent process: probes -> collector -> tracker -> sinks, with the Kubernetes view."""
 
@@ -76,6 +99,7 @@ class Agent:
         self.health: Any = None
         self.tls: Any = None
         self._max_poll_gap = 0.0
+        self._scope: set[int] = set()  # cgroup ids captured (Kubernetes: this node's pods)
         self._stop = asyncio.Event()
         self.capturing = False
         if kubernetes_available(config.k8s):
@@ -122,7 +146,10 @@ class Agent:
         self.collector = Collector(probes.ring, self.tracker, self._submit, on_proc=self._on_proc)
         from alaz.capture.tls_attach import TlsAttacher
 
-        self.tls = TlsAttacher(probes)
+        if self.k8s is not None:
+            self.tls = TlsAttacher(probes, wanted=self._scope.__contains__, cgroup_of=_cgroup_id)
+        else:
+            self.tls = TlsAttacher(probes)
         self.tls.scan_all()
         self.capturing = True
 
@@ -245,9 +272,11 @@ class Agent:
             if self.k8s is not None:
                 self.k8s.on_exec(pid, cgroup_id)
             if self.tls is not None:
-                self.tls.on_exec(pid)
+                self.tls.on_exec(pid, cgroup_id)
 
     def _on_scope(self, add: set[int], remove: set[int]) -> None:
+        self._scope |= add
+        self._scope -= remove
         if self.probes is not None:
             self.probes.update_scope(add=add, remove=remove)
 

@@ -9,7 +9,9 @@ time budget, and the queue of pids to scan is bounded (the excess is dropped and
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alaz.capture.probes import Probes
@@ -39,9 +41,20 @@ class TlsAttachStats:
 class TlsAttacher:
     """Scans processes for OpenSSL and Go crypto/tls and attaches the probes."""
 
-    def __init__(self, probes: Probes, scanner: TargetScanner | None = None) -> None:
+    def __init__(
+        self,
+        probes: Probes,
+        scanner: TargetScanner | None = None,
+        wanted: Callable[[int], bool] | None = None,
+        cgroup_of: Callable[[int], int | None] | None = None,
+    ) -> None:
+        """`wanted(cgroup_id)` limits the probes to processes in scope (Kubernetes: the pods of
+        this node), so the TLS calls of everything else (kubelet, containerd...) never trap;
+        `cgroup_of(pid)` gives a running process's cgroup id for the periodic scans."""
         self.probes = probes
         self.scanner = scanner or TargetScanner()
+        self.wanted = wanted
+        self.cgroup_of = cgroup_of
         self.attached: set[tuple[int, int]] = set()
         self.stats = TlsAttachStats()
         self._due: list[tuple[float, int]] = []  # (when, pid), kept short
@@ -49,10 +62,20 @@ class TlsAttacher:
         self._log = get_logger("tls")
 
     def scan_all(self) -> None:
-        for target in self.scanner.scan_all().values():
-            self._attach(target)
+        if self.wanted is None or self.cgroup_of is None:
+            for target in self.scanner.scan_all().values():
+                self._attach(target)
+            return
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                cgroup = self.cgroup_of(int(name))
+                if cgroup is not None and self.wanted(cgroup):
+                    for target in self.scanner.scan_pid(int(name)):
+                        self._attach(target)
 
-    def on_exec(self, pid: int) -> None:
+    def on_exec(self, pid: int, cgroup_id: int | None = None) -> None:
+        if self.wanted is not None and cgroup_id is not None and not self.wanted(cgroup_id):
+            return  # not in scope now; the periodic scan catches it if it joins the scope
         if len(self._due) + len(_RESCANS_S) > _MAX_QUEUE:
             self.stats.queue_dropped += 1
             return
