@@ -195,7 +195,9 @@ class Agent:
             return
         from alaz.healthserver import HealthServer
 
-        server = HealthServer("0.0.0.0", port, is_ready=lambda: self.capturing)
+        server = HealthServer(
+            "0.0.0.0", port, is_ready=lambda: self.capturing, metrics=self.metrics_text
+        )
         try:
             await server.start()
         except OSError as exc:
@@ -283,6 +285,30 @@ class Agent:
     def _on_resources(self, kind: Any, events: list[Any]) -> None:
         if self._anteon is not None:
             self._anteon.submit_resources(kind, events)
+
+    def metrics_text(self) -> str:
+        """The agent's own counters in the Prometheus text format (GET /metrics): kernel drops
+        and records, collector, tracker, TLS attach and every sink's rows (sent, dropped...)."""
+        groups: list[tuple[str, dict[str, Any]]] = []
+        if self.probes is not None and self.probes.objects:
+            groups.append(("kernel", self.probes.counters()))
+        if self.collector is not None:
+            groups.append(("collector", vars(self.collector.stats)))
+        groups.append(("tracker", vars(self.tracker.stats)))
+        if self.tls is not None:
+            groups.append(("tls", vars(self.tls.stats)))
+        for sink in self.sinks:
+            stats = getattr(sink, "stats", None)
+            if callable(stats):
+                groups.append(("export", stats()))
+        lines = []
+        for group, values in groups:
+            for key, value in values.items():
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    lines.append(f"alaz_{group}_{key} {value}")
+        lines.append(f"alaz_capturing {int(self.capturing)}")
+        lines.append(f"alaz_connections {len(self.tracker.conns)}")
+        return "\n".join(lines) + "\n"
 
     def _log_stats(self) -> None:
         assert self.probes is not None and self.collector is not None

@@ -23,6 +23,15 @@ def test_health_endpoints_and_a_clean_quick_stop(tmp_path: Path) -> None:
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
         assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200  # probes attached
+        metrics = httpx.get(f"{base}/metrics", timeout=5)
+        assert metrics.status_code == 200
+        names = {line.split()[0] for line in metrics.text.splitlines()}
+        assert {
+            "alaz_kernel_ringbuf_drop_data",
+            "alaz_capturing",
+            "alaz_tracker_exchanges",
+            "alaz_export_jsonl_dropped_rows",
+        } <= names, names
     finally:
         t0 = time.monotonic()
         rc = agent.stop()
