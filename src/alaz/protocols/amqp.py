@@ -39,6 +39,7 @@ from alaz.protocols.pair import (
     STATUS_OK,
     L7Pair,
     LengthFramer,
+    ParserBase,
     make_pair,
     roles,
 )
@@ -130,7 +131,7 @@ class _Msg:
         self.resp: _Msg | None = None  # for a Get: its GetOk being assembled
 
 
-class AmqpConnection:
+class AmqpConnection(ParserBase):
     """AMQP 0-9-1 on one TCP connection, seen from one process.
 
     `role` "client": client frames are EGRESS, broker frames INGRESS; "server": the reverse.
@@ -142,7 +143,6 @@ class AmqpConnection:
         "_c2s",
         "_gets",
         "_max_channels",
-        "_out",
         "_receiving",
         "_req_dir",
         "_resp_dir",
@@ -150,11 +150,8 @@ class AmqpConnection:
         "_sending",
         "acks",
         "channel_errors",
-        "closed_ns",
         "confirms",
-        "errors",
         "heartbeats",
-        "lost_events",
         "pairs",
         "returns",
         "role",
@@ -194,18 +191,8 @@ class AmqpConnection:
                 return []
             framer.feed(data, true_len, enter_ns, exit_ns)
         except Exception:  # a parser bug must not take the agent down; resync instead
-            self.errors += 1
-            self._reset(True)
-        out = self._out
-        if out:
-            self._out = []
-            return out
-        return []
-
-    def lost(self) -> None:
-        """Records of this connection were lost: drop partial messages, resync both sides."""
-        self.lost_events += 1
-        self._reset(True)
+            self._failed()
+        return self._take()
 
     def close(self, ts_ns: int) -> list[L7Pair]:
         """The connection closed; messages being assembled are dropped. Idempotent."""

@@ -46,6 +46,7 @@ from alaz.protocols.pair import (
     STATUS_UNKNOWN,
     L7Pair,
     LengthFramer,
+    ParserBase,
     make_pair,
     roles,
 )
@@ -214,7 +215,7 @@ class _Cmd:
         self.truncated = False
 
 
-class MySQLConnection:
+class MySQLConnection(ParserBase):
     """MySQL/MariaDB on one TCP connection, seen from one process.
 
     `role` "client": commands are EGRESS, responses INGRESS; "server": the reverse. `feed()`
@@ -232,7 +233,6 @@ class MySQLConnection:
         "_max_path",
         "_max_pending",
         "_max_statements",
-        "_out",
         "_pending",
         "_req",
         "_req_dir",
@@ -240,10 +240,7 @@ class MySQLConnection:
         "_resp_dir",
         "_statements",
         "_tail",
-        "closed_ns",
         "database",
-        "errors",
-        "lost_events",
         "mismatches",
         "orphans",
         "pairs",
@@ -311,18 +308,8 @@ class MySQLConnection:
             else:
                 return []
         except Exception:  # a parser bug must not take the agent down; resync instead
-            self.errors += 1
-            self._reset(True)
-        out = self._out
-        if out:
-            self._out = []
-            return out
-        return []
-
-    def lost(self) -> None:
-        """Records of this connection were lost: drop partial messages, resync both sides."""
-        self.lost_events += 1
-        self._reset(True)
+            self._failed()
+        return self._take()
 
     def close(self, ts_ns: int) -> list[L7Pair]:
         """The connection closed: finish a prepare waiting for a possible EOF; drop the rest."""

@@ -28,6 +28,7 @@ __all__ = [
     "STATUS_UNKNOWN",
     "L7Pair",
     "LengthFramer",
+    "ParserBase",
     "make_pair",
     "roles",
 ]
@@ -315,3 +316,37 @@ class LengthFramer:
             self.skip = skip - gap
         else:
             self.desync(gap - skip)  # a message header (or more) is inside the gap
+
+
+class ParserBase:
+    """What the binary-protocol parsers share: their output list and counters, `lost()`, and
+    the fence that keeps a parser bug from escaping `feed()`. Subclasses set the four slots in
+    their own __init__ and implement `_reset`."""
+
+    __slots__ = ("_out", "closed_ns", "errors", "lost_events")
+
+    _out: list[L7Pair]
+    closed_ns: int | None
+    errors: int  # internal errors swallowed by feed() (a bug if ever non-zero)
+    lost_events: int  # lost() calls
+
+    def _reset(self, resync: bool) -> None:
+        raise NotImplementedError
+
+    def lost(self) -> None:
+        """Records of this connection were lost: drop partial messages, resync both sides."""
+        self.lost_events += 1
+        self._reset(True)
+
+    def _failed(self) -> None:
+        """feed() met a bug: count it and resync rather than take the agent down."""
+        self.errors += 1
+        self._reset(True)
+
+    def _take(self) -> list[L7Pair]:
+        """The pairs made so far; the caller owns the list."""
+        out = self._out
+        if out:
+            self._out = []
+            return out
+        return []

@@ -53,6 +53,7 @@ from alaz.protocols.pair import (
     STATUS_OK,
     L7Pair,
     LengthFramer,
+    ParserBase,
     make_pair,
     roles,
 )
@@ -256,7 +257,7 @@ class _Ex:
 _Slot = tuple[int, "_Ex | None"]
 
 
-class PostgresConnection:
+class PostgresConnection(ParserBase):
     """PostgreSQL on one TCP connection, seen from one process.
 
     `role` "client": frontend messages are EGRESS, backend INGRESS; "server": the reverse.
@@ -272,7 +273,6 @@ class PostgresConnection:
         "_max_path",
         "_max_pending",
         "_max_statements",
-        "_out",
         "_portals",
         "_req",
         "_req_dir",
@@ -283,10 +283,7 @@ class PostgresConnection:
         "_statements",
         "_tail",
         "_untyped",
-        "closed_ns",
         "database",
-        "errors",
-        "lost_events",
         "mismatches",
         "orphans",
         "pairs",
@@ -373,18 +370,8 @@ class PostgresConnection:
             else:
                 return []
         except Exception:  # a parser bug must not take the agent down; resync instead
-            self.errors += 1
-            self._reset(True)
-        out = self._out
-        if out:
-            self._out = []
-            return out
-        return []
-
-    def lost(self) -> None:
-        """Records of this connection were lost: drop partial messages, resync both sides."""
-        self.lost_events += 1
-        self._reset(True)
+            self._failed()
+        return self._take()
 
     def close(self, ts_ns: int) -> list[L7Pair]:
         """The connection closed; requests still waiting are dropped (counted). Idempotent."""

@@ -37,6 +37,7 @@ from alaz.protocols.pair import (
     STATUS_ERROR,
     STATUS_OK,
     L7Pair,
+    ParserBase,
     make_pair,
     roles,
 )
@@ -440,7 +441,7 @@ def _redact(verb: bytes, args: list[bytes], complete: bool) -> list[bytes] | Non
     return masked
 
 
-class RedisConnection:
+class RedisConnection(ParserBase):
     """Redis on one TCP connection, seen from one process.
 
     `role` "client": commands are EGRESS, replies and pushes INGRESS; "server": the reverse.
@@ -451,7 +452,6 @@ class RedisConnection:
     __slots__ = (
         "_max_path",
         "_max_pending",
-        "_out",
         "_pending",
         "_req",
         "_req_dir",
@@ -459,9 +459,6 @@ class RedisConnection:
         "_resp_dir",
         "_subscribed",
         "absorbed_confirms",
-        "closed_ns",
-        "errors",
-        "lost_events",
         "orphans",
         "pairs",
         "pushes",
@@ -524,18 +521,8 @@ class RedisConnection:
             else:
                 return []
         except Exception:  # a parser bug must not take the agent down; resync instead
-            self.errors += 1
-            self._reset(True)
-        out = self._out
-        if out:
-            self._out = []
-            return out
-        return []
-
-    def lost(self) -> None:
-        """Records of this connection were lost: drop partial values, resync both sides."""
-        self.lost_events += 1
-        self._reset(True)
+            self._failed()
+        return self._take()
 
     def close(self, ts_ns: int) -> list[L7Pair]:
         """The connection closed; commands still waiting are dropped (counted). Idempotent."""
