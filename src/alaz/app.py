@@ -286,39 +286,42 @@ class Agent:
         if self._anteon is not None:
             self._anteon.submit_resources(kind, events)
 
-    def metrics_text(self) -> str:
-        """The agent's own counters in the Prometheus text format (GET /metrics): kernel drops
-        and records, collector, tracker, TLS attach and every sink's rows (sent, dropped...)."""
-        groups: list[tuple[str, dict[str, Any]]] = []
+    def _stats(self) -> dict[str, dict[str, Any]]:
+        """Every component's counters by group: the one source of the stats log and /metrics."""
+        groups: dict[str, dict[str, Any]] = {}
         if self.probes is not None and self.probes.objects:
-            groups.append(("kernel", self.probes.counters()))
+            groups["kernel"] = self.probes.counters()
         if self.collector is not None:
-            groups.append(("collector", vars(self.collector.stats)))
-        groups.append(("tracker", vars(self.tracker.stats)))
+            groups["collector"] = vars(self.collector.stats)
+        groups["tracker"] = vars(self.tracker.stats)
         if self.tls is not None:
-            groups.append(("tls", vars(self.tls.stats)))
+            groups["tls"] = vars(self.tls.stats)
+        export: dict[str, Any] = {}
         for sink in self.sinks:
             stats = getattr(sink, "stats", None)
             if callable(stats):
-                groups.append(("export", stats()))
-        lines = []
-        for group, values in groups:
-            for key, value in values.items():
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    lines.append(f"alaz_{group}_{key} {value}")
+                export.update(stats())
+        groups["export"] = export
+        return groups
+
+    def metrics_text(self) -> str:
+        """The agent's own counters in the Prometheus text format (GET /metrics): kernel drops
+        and records, collector, tracker, TLS attach and every sink's rows (sent, dropped...)."""
+        lines = [
+            f"alaz_{group}_{key} {value}"
+            for group, values in self._stats().items()
+            for key, value in values.items()
+            if isinstance(value, int | float) and not isinstance(value, bool)
+        ]
         lines.append(f"alaz_capturing {int(self.capturing)}")
         lines.append(f"alaz_connections {len(self.tracker.conns)}")
         return "\n".join(lines) + "\n"
 
     def _log_stats(self) -> None:
-        assert self.probes is not None and self.collector is not None
         self.log.info(
             "agent.stats",
-            kernel=self.probes.counters(),
-            collector=vars(self.collector.stats),
-            tracker=vars(self.tracker.stats),
+            **self._stats(),
             conns=len(self.tracker.conns),
-            tls=vars(self.tls.stats) if self.tls is not None else None,
             max_poll_gap_ms=round(self._max_poll_gap * 1000, 1),
         )
         self._max_poll_gap = 0.0

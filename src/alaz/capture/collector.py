@@ -77,26 +77,30 @@ class Collector:
         on_data = self.tracker.on_data
         data_unpack = DATA_HOT.unpack_from  # ints only: no bytes objects per record
         n_data = n_conn = n_proc = n_unknown = 0
-        for i, off in enumerate(offsets):
-            self._at = i
-            kind = blob[off]  # low byte of the u16 kind; every kind is < 256
-            if kind == RecKind.DATA:
-                rec = data_unpack(blob, off)
-                start = off + _DATA_HDR
-                on_data(rec, blob[start : start + rec[15]], blob, off, out)
-                n_data += 1
-            elif kind == RecKind.CONN:
-                conn = CONN_REC.unpack_from(blob, off)
-                if conn[1] == ConnEvent.CLOSE:
-                    self.tracker.on_close(conn[7], conn[9], out)
-                n_conn += 1
-            elif kind == RecKind.PROC:
-                if self.on_proc is not None:
-                    proc = PROC_REC.unpack_from(blob, off)
-                    self.on_proc(proc[1], proc[2], proc[4])
-                n_proc += 1
-            else:
-                n_unknown += 1
+        i = 0
+        try:
+            for i, off in enumerate(offsets):  # noqa: B007 - i is read in the except below
+                kind = blob[off]  # low byte of the u16 kind; every kind is < 256
+                if kind == RecKind.DATA:
+                    rec = data_unpack(blob, off)
+                    start = off + _DATA_HDR
+                    on_data(rec, blob[start : start + rec[15]], blob, off, out)
+                    n_data += 1
+                elif kind == RecKind.CONN:
+                    conn = CONN_REC.unpack_from(blob, off)
+                    if conn[1] == ConnEvent.CLOSE:
+                        self.tracker.on_close(conn[7], conn[9], out)
+                    n_conn += 1
+                elif kind == RecKind.PROC:
+                    if self.on_proc is not None:
+                        proc = PROC_REC.unpack_from(blob, off)
+                        self.on_proc(proc[1], proc[2], proc[4])
+                    n_proc += 1
+                else:
+                    n_unknown += 1
+        except Exception:
+            self._at = i  # where it failed: poll() resumes after it
+            raise
         s = self.stats
         s.records += len(offsets)
         s.data_records += n_data
