@@ -225,6 +225,7 @@ def completeness(port: int, rate: int, seconds: float) -> None:
         f"  captured: client side {client} ({client / sent:.2%}), "
         f"server side {server} ({server / sent:.2%})"
     )
+    print(f"  longest wait for a response: {r['max_wait_ms']} ms")
     print(f"  kernel counters: {kernel}")
     print(f"  longest gap between two ring polls: {max_gap} ms (the ring holds seconds)")
     print(f"  agent CPU while loaded: {cpu / (seconds + 1.5):.1%} of one core")

@@ -1,7 +1,8 @@
 """Paced HTTP/1.1 keep-alive load on loopback: `python loadgen.py PORT RATE SECONDS CONNS`.
 
 Sends RATE requests per second in total over CONNS keep-alive connections for SECONDS, reads
-every response, and prints one JSON line: {"sent": N, "ok": N, "ports": [...]}.
+every response, and prints one JSON line: {"sent": N, "ok": N, "ports": [...], "seconds": T,
+"max_wait_ms": M} (M: the longest any request waited for its response).
 Bounded in count and time; only ever talks to 127.0.0.1.
 """
 
@@ -32,6 +33,8 @@ def main() -> None:
     idle = list(socks)
     buf: dict[socket.socket, bytes] = {s: b"" for s in socks}
     sent = ok = 0
+    asked: dict[socket.socket, float] = {}
+    max_wait = 0.0
     t0 = time.monotonic()
     deadline = t0 + seconds + 10
     while (sent < total or len(idle) < nconn) and time.monotonic() < deadline:
@@ -39,6 +42,7 @@ def main() -> None:
         while idle and sent < due:
             s = idle.pop()
             s.send(b"GET /load/%d HTTP/1.1\r\nHost: bench\r\n\r\n" % sent)
+            asked[s] = time.monotonic()
             sent += 1
         for key, _ in sel.select(0.001):
             s = key.fileobj  # type: ignore[assignment]
@@ -51,10 +55,13 @@ def main() -> None:
                 buf[s] = buf[s].split(b"\r\n\r\nok", 1)[1]
                 ok += 1
                 idle.append(s)
+                max_wait = max(max_wait, time.monotonic() - asked[s])
     ports = [s.getsockname()[1] for s in socks]
     for s in socks:
         s.close()
-    print(json.dumps({"sent": sent, "ok": ok, "ports": ports, "seconds": time.monotonic() - t0}))
+    seconds = time.monotonic() - t0
+    result = {"sent": sent, "ok": ok, "ports": ports, "seconds": seconds}
+    print(json.dumps(result | {"max_wait_ms": round(max_wait * 1000, 1)}))
 
 
 if __name__ == "__main__":

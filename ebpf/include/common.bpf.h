@@ -54,6 +54,16 @@ struct {
 	__uint(max_entries, 16 << 20); /* resized by user space before load */
 } events SEC(".maps");
 
+/* The spill ring: takes a record the main ring refused. Since 6.15 a ring's lock is a
+ * resilient spinlock that gives up on a suspected deadlock, and under load here about one
+ * reservation in 100,000 was refused with the ring nearly empty (a bug of the lock's
+ * contended path, as far as we can tell). The spill ring is almost never used, so its lock is
+ * never contended and takes such a record. User space merges both rings by time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20); /* resized by user space before load */
+} events_spill SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -128,6 +138,47 @@ static __always_inline void count(__u32 which)
 	__u64 *c = bpf_map_lookup_elem(&counters, &which);
 	if (c)
 		*c += 1; /* per-CPU: no atomics needed */
+}
+
+#define RING_MAX_RECORD (sizeof(struct data_rec) + 2 * ALAZ_MAX_CAPTURE + 8)
+
+/* The main ring refused a record: full (user space is behind), or refused with room to spare
+ * (its lock gave up; see events_spill). Only the second is counted here: it is the one that
+ * is not our doing. */
+static __always_inline void note_refusal(void)
+{
+	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
+
+	if (used + 2 * RING_MAX_RECORD < size)
+		count(CNT_RB_REFUSED);
+}
+
+/* Copies a record into the main ring, else into the spill ring; false if both refused it. */
+static __always_inline bool ring_output(void *data, __u64 size, __u32 lost_counter)
+{
+	if (!bpf_ringbuf_output(&events, data, size, BPF_RB_NO_WAKEUP))
+		return true;
+	note_refusal();
+	if (!bpf_ringbuf_output(&events_spill, data, size, BPF_RB_NO_WAKEUP)) {
+		count(CNT_RB_SPILLED);
+		return true;
+	}
+	count(lost_counter);
+	return false;
+}
+
+/* Room for a control record in the main ring, else in the spill ring; NULL if neither. */
+static __always_inline void *ring_reserve(__u64 size)
+{
+	void *r = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (r)
+		return r;
+	note_refusal();
+	r = bpf_ringbuf_reserve(&events_spill, size, 0);
+	count(r ? CNT_RB_SPILLED : CNT_RB_DROP_CTRL);
+	return r;
 }
 
 /* True when the current task must not be captured: the agent itself, or (with scoping on) a
@@ -246,12 +297,10 @@ static __always_inline void fill_conn_rec(struct conn_rec *r, __u8 event, struct
 
 static __always_inline void emit_conn(__u8 event, struct conn_state *st, __u64 pid_tgid, int fd)
 {
-	struct conn_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+	struct conn_rec *r = ring_reserve(sizeof(*r));
 
-	if (!r) {
-		count(CNT_RB_DROP_CTRL);
+	if (!r)
 		return;
-	}
 	__builtin_memset(r, 0, sizeof(*r));
 	fill_conn_rec(r, event, st, pid_tgid, fd);
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);

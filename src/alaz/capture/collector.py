@@ -3,15 +3,30 @@
 One `poll()` takes every committed record with one copy (RingReader.read), then walks the
 records with precompiled struct layouts; per record it builds one tuple and, for data records,
 one bytes slice of the payload. Nothing else is allocated per record.
+
+The spill ring holds the rare records the main ring refused (ebpf/include/common.bpf.h). They
+are merged into the main ring's records by time before decoding: a connection's records must
+reach its parser in order. Reading the main ring first makes that safe: a spilled record's
+successors on its connection were committed after it, so they are either in this main read
+(and sorted after it) or in a later one.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from alaz.bpf.ringbuf import RingReader
-from alaz.capture.records import CONN_REC, DATA_HOT, DATA_REC, PROC_REC, ConnEvent, RecKind
+from alaz.capture.records import (
+    CONN_REC,
+    DATA_HOT,
+    DATA_REC,
+    PROC_REC,
+    REC_TS_OFFSETS,
+    ConnEvent,
+    RecKind,
+)
 from alaz.conntrack import ConnTracker
 from alaz.log import get_logger
 from alaz.model import Exchange
@@ -19,6 +34,27 @@ from alaz.model import Exchange
 __all__ = ["Collector", "CollectorStats"]
 
 _DATA_HDR = DATA_REC.size
+_DATA, _CONN, _PROC = int(RecKind.DATA), int(RecKind.CONN), int(RecKind.PROC)
+_CLOSE = int(ConnEvent.CLOSE)
+_TS = struct.Struct("<Q")
+
+
+def merge_by_time(
+    blob: bytes, offsets: list[int], spilled: bytes, spilled_offsets: list[int]
+) -> tuple[bytes, list[int]]:
+    """One blob and offset list holding both rings' records, ordered by their timestamps (a
+    data record's syscall exit, a conn or proc record's event time); stable for equal times."""
+    merged = blob + spilled
+    shift = len(blob)
+    offs = offsets + [off + shift for off in spilled_offsets]
+    unpack = _TS.unpack_from
+
+    def ts(off: int) -> int:
+        at = REC_TS_OFFSETS.get(merged[off])
+        return 0 if at is None else int(unpack(merged, off + at)[0])
+
+    offs.sort(key=ts)
+    return merged, offs
 
 
 @dataclass
@@ -29,6 +65,7 @@ class CollectorStats:
     proc_records: int = 0
     unknown_records: int = 0
     decode_errors: int = 0  # records whose handling raised (a bug): skipped and logged
+    spilled_records: int = 0  # taken from the spill ring
 
 
 class Collector:
@@ -41,8 +78,10 @@ class Collector:
         on_exchanges: Callable[[list[Exchange]], None],
         max_bytes_per_poll: int = 8 << 20,
         on_proc: Callable[[int, int, int], None] | None = None,
+        spill: RingReader | None = None,
     ) -> None:
         self.ring = ring
+        self.spill = spill
         self.tracker = tracker
         self.on_exchanges = on_exchanges
         self.max_bytes = max_bytes_per_poll
@@ -56,6 +95,11 @@ class Collector:
         total = 0
         while True:
             blob, offsets = self.ring.read(self.max_bytes)
+            spill = self.spill
+            if spill is not None and spill.pending_bytes():
+                spilled, spilled_offsets = spill.read(self.max_bytes)
+                self.stats.spilled_records += len(spilled_offsets)
+                blob, offsets = merge_by_time(blob, offsets, spilled, spilled_offsets)
             if not offsets:
                 return total
             total += len(offsets)
@@ -81,17 +125,17 @@ class Collector:
         try:
             for i, off in enumerate(offsets):  # noqa: B007 - i is read in the except below
                 kind = blob[off]  # low byte of the u16 kind; every kind is < 256
-                if kind == RecKind.DATA:
+                if kind == _DATA:
                     rec = data_unpack(blob, off)
                     start = off + _DATA_HDR
                     on_data(rec, blob[start : start + rec[15]], blob, off, out)
                     n_data += 1
-                elif kind == RecKind.CONN:
+                elif kind == _CONN:
                     conn = CONN_REC.unpack_from(blob, off)
-                    if conn[1] == ConnEvent.CLOSE:
+                    if conn[1] == _CLOSE:
                         self.tracker.on_close(conn[7], conn[9], out)
                     n_conn += 1
-                elif kind == RecKind.PROC:
+                elif kind == _PROC:
                     if self.on_proc is not None:
                         proc = PROC_REC.unpack_from(blob, off)
                         self.on_proc(proc[1], proc[2], proc[4])
