@@ -167,7 +167,7 @@ def user_cost(blobs: list[bytes], offsets: list[list[int]]) -> None:
             for off in offs:
                 if blob[off] == 1:
                     rec = unpack(blob, off)
-                    blob[off + 128 : off + 128 + rec[15]]
+                    blob[off + 128 : off + 128 + rec[6]]
         bare.append(time.perf_counter() - t0)
     records = sum(len(o) for o in offsets)
     f, b = statistics.median(full), statistics.median(bare)

@@ -147,7 +147,9 @@ static __always_inline void count(__u32 which)
  * is not our doing. */
 static __always_inline void note_refusal(void)
 {
-	__u64 used = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	/* From the positions: BPF_RB_AVAIL_DATA returned the producer position here (6.18). */
+	__u64 used = bpf_ringbuf_query(&events, BPF_RB_PROD_POS) -
+		     bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 
 	if (used + 2 * RING_MAX_RECORD < size)

@@ -10,10 +10,23 @@ records were lost, and the parser resyncs. Memory is bounded: at most `max_conns
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from alaz.capture.records import DATA_COMM, DATA_LADDR, DATA_RADDR, REC_FLAG_TLS, Protocol, Role
+from alaz.capture.records import (
+    CONN_REC,
+    DATA_COMM,
+    DATA_HOT,
+    DATA_REC,
+    DATA_WHO,
+    PROC_REC,
+    REC_FLAG_TLS,
+    ConnEvent,
+    Protocol,
+    RecKind,
+    Role,
+)
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
 from alaz.protocols.registry import parser_for
@@ -21,6 +34,10 @@ from alaz.protocols.registry import parser_for
 __all__ = ["Conn", "ConnTracker", "TrackerStats", "format_addr"]
 
 _V4_MAPPED = b"\x00" * 10 + b"\xff\xff"
+_DATA_HDR = DATA_REC.size
+_DATA, _CONN, _PROC = int(RecKind.DATA), int(RecKind.CONN), int(RecKind.PROC)
+_CLOSE = int(ConnEvent.CLOSE)
+_CLIENT, _HTTP1 = int(Role.CLIENT), int(Protocol.HTTP1)  # plain ints: no enum lookups per exchange
 _ROLE_NAMES = {Role.CLIENT: "client", Role.SERVER: "server"}
 # kernel protocol class -> the parser registry's (and the backend rows') protocol name
 _PROTOCOL_NAMES = {
@@ -49,7 +66,8 @@ class Conn:
         "client_port",
         "comm",
         "comm_raw",
-        "last",
+        "feed",
+        "last_ns",
         "next_seq",
         "parser",
         "protocol",
@@ -57,6 +75,7 @@ class Conn:
         "server_ip",
         "server_port",
         "tls",
+        "who",
     )
 
     def __init__(
@@ -80,11 +99,13 @@ class Conn:
             self.client_ip, self.client_port = local, lport
             self.server_ip, self.server_port = remote, rport
         self.parser = parser
+        self.feed = parser.feed  # bound once: the hot path calls it for every record
         self.next_seq = 0
         self.tls = False  # the plaintext of a TLS connection (from the TLS probes)
         self.comm = ""
         self.comm_raw = b""
-        self.last: tuple[Any, ...] = ()  # the latest DATA_REC tuple seen on this connection
+        self.last_ns = 0  # exit time of the latest record
+        self.who: tuple[int, int, int, int] = (0, 0, 0, 0)  # pid, tid, fd, cgroup_id
 
 
 @dataclass
@@ -109,26 +130,65 @@ class ConnTracker:
         self.idle_timeout_ns = int(idle_timeout_s * 1e9)
         self.conns: dict[int, Conn] = {}
         self.stats = TrackerStats()
+        self.failed_at = 0  # see feed_records
 
-    def on_data(
-        self, rec: tuple[Any, ...], payload: bytes, blob: bytes, off: int, out: list[Exchange]
-    ) -> None:
-        """`rec` is a DATA_HOT tuple (capture/records.py); the record itself is at `blob[off:]`,
-        for the fields read only now and then (addresses, comm). Hot path: index, don't unpack."""
-        conn = self.conns.get(rec[10])
-        if conn is None:
-            conn = self._open(rec, blob, off)
-            if conn is None:
-                return
-        seq = rec[9]
-        if seq != conn.next_seq:
-            self.stats.seq_gaps += 1
-            conn.parser.lost()
-        conn.next_seq = seq + 1
-        conn.last = rec  # pid, tid, fd, comm... are read from it only when an exchange is made
-        pairs = conn.parser.feed(rec[1], payload, rec[14], rec[12], rec[13])
-        if pairs:
-            self._emit(conn, pairs, out, blob[off + DATA_COMM : off + DATA_COMM + 16])
+    def feed_records(
+        self,
+        blob: bytes,
+        offsets: list[int],
+        out: list[Exchange],
+        on_proc: Callable[[int, int, int], None] | None = None,
+    ) -> tuple[int, int, int]:
+        """Handles ring records in order: a data record goes to its connection's parser, a
+        close finishes its connection, a proc record goes to `on_proc(event, pid, cgroup_id)`.
+        Returns how many were conn, proc and unknown records (the rest were data).
+
+        The agent's hot loop, so the per-record work is inline here: one struct unpack of the
+        hot fields, one payload slice, one parser call; the rest of a record (who, addresses,
+        comm) is read only when a connection opens or an exchange is made. If handling a record
+        raises (a bug), `failed_at` is its index in `offsets` and the exception propagates.
+        """
+        conns = self.conns
+        unpack = DATA_HOT.unpack_from
+        n_conn = n_proc = n_unknown = 0
+        off = 0
+        try:
+            for off in offsets:
+                kind = blob[off]  # low byte of the u16 kind; every kind is < 256
+                if kind == _DATA:
+                    direction, seq, conn_id, enter_ns, exit_ns, nbytes, captured = unpack(blob, off)
+                    conn = conns.get(conn_id)
+                    if conn is None:
+                        conn = self._open(blob, off)
+                        if conn is None:
+                            continue
+                    if seq != conn.next_seq:
+                        self.stats.seq_gaps += 1
+                        conn.parser.lost()
+                    conn.next_seq = seq + 1
+                    conn.last_ns = exit_ns
+                    start = off + _DATA_HDR
+                    payload = blob[start : start + captured]
+                    pairs = conn.feed(direction, payload, nbytes, enter_ns, exit_ns)
+                    if pairs:
+                        conn.who = DATA_WHO.unpack_from(blob, off)  # who completed them
+                        self._emit(conn, pairs, out, blob[off + DATA_COMM : off + DATA_COMM + 16])
+                elif kind == _CONN:
+                    n_conn += 1
+                    event = CONN_REC.unpack_from(blob, off)
+                    if event[1] == _CLOSE:
+                        self.on_close(event[7], event[9], out)
+                elif kind == _PROC:
+                    n_proc += 1
+                    if on_proc is not None:
+                        proc = PROC_REC.unpack_from(blob, off)
+                        on_proc(proc[1], proc[2], proc[4])
+                else:
+                    n_unknown += 1
+        except Exception:
+            self.failed_at = offsets.index(off)  # offsets are unique
+            raise
+        return n_conn, n_proc, n_unknown
 
     def on_close(self, conn_id: int, ts_ns: int, out: list[Exchange]) -> None:
         conn = self.conns.pop(conn_id, None)
@@ -140,23 +200,16 @@ class ConnTracker:
     def sweep(self, now_ns: int) -> None:
         """Drops connections idle for longer than the timeout (their close was never seen)."""
         cutoff = now_ns - self.idle_timeout_ns
-        stale = [cid for cid, c in self.conns.items() if c.last and c.last[13] < cutoff]
+        stale = [cid for cid, c in self.conns.items() if c.last_ns < cutoff]
         for cid in stale:
             del self.conns[cid]
         self.stats.conns_idle_swept += len(stale)
 
-    def _open(self, rec: tuple[Any, ...], blob: bytes, off: int) -> Conn | None:
-        protocol, role, family, seq, conn_id, lport, rport = (
-            rec[2],
-            rec[3],
-            rec[5],
-            rec[9],
-            rec[10],
-            rec[17],
-            rec[18],
-        )
-        laddr = blob[off + DATA_LADDR : off + DATA_LADDR + 16]
-        raddr = blob[off + DATA_RADDR : off + DATA_RADDR + 16]
+    def _open(self, blob: bytes, off: int) -> Conn | None:
+        rec = DATA_REC.unpack_from(blob, off)
+        protocol, role, flags, family, seq, conn_id, lport, rport, laddr, raddr = (
+            rec[2], rec[3], rec[4], rec[5], rec[9], rec[10], rec[17], rec[18], rec[19], rec[20]
+        )  # fmt: skip
         name = _PROTOCOL_NAMES.get(protocol)
         if name is None or role not in _ROLE_NAMES:
             self.stats.records_unparsed += 1
@@ -164,7 +217,9 @@ class ConnTracker:
         parser = parser_for(name, _ROLE_NAMES[Role(role)])
         conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
         conn.next_seq = seq
-        conn.tls = bool(rec[4] & REC_FLAG_TLS)
+        conn.tls = bool(flags & REC_FLAG_TLS)
+        conn.who = (rec[6], rec[7], rec[8], rec[11])
+        conn.last_ns = rec[13]
         if len(self.conns) >= self.max_conns:
             del self.conns[next(iter(self.conns))]  # the oldest opened
             self.stats.conns_evicted += 1
@@ -177,14 +232,13 @@ class ConnTracker:
         # connection and process. Http1Pair: method, path, host, status, req_bytes, resp_bytes,
         # then the six times; L7Pair: protocol, method, path, status, req_bytes, resp_bytes,
         # the same six times at the same places, reversed, extra.
-        rec = conn.last  # the record that completed these exchanges
-        pid, tid, fd, cgroup_id = rec[6], rec[7], rec[8], rec[11]
+        pid, tid, fd, cgroup_id = conn.who
         if raw != conn.comm_raw:
             conn.comm_raw = raw
             conn.comm = raw.split(b"\0", 1)[0].decode(errors="replace")
         comm = conn.comm
         offset = self.clock.offset_ns
-        client = conn.role == Role.CLIENT
+        client = conn.role == _CLIENT
         role = "client" if client else "server"
         cip, cport, sip, sport, tls = (
             conn.client_ip,
@@ -194,7 +248,7 @@ class ConnTracker:
             conn.tls,
         )
         append = out.append
-        http = conn.protocol == Protocol.HTTP1
+        http = conn.protocol == _HTTP1
         for p in pairs:
             if client:
                 start = p[6]

@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from alaz.capture.collector import Collector
-from alaz.capture.records import DATA_REC, Direction, Protocol, RecKind, Role
+from alaz.capture.records import (
+    DATA_FIELDS,
+    DATA_HOT,
+    DATA_REC,
+    DATA_WHO,
+    Direction,
+    Protocol,
+    RecKind,
+    Role,
+)
 from alaz.clock import MonotonicClock
 from alaz.conntrack import ConnTracker
 from alaz.model import Exchange
@@ -58,10 +67,10 @@ class Ring:
 
 
 class Exploding(ConnTracker):
-    def on_data(self, rec: tuple[Any, ...], *args: Any) -> None:
-        if rec[10] == 666:
+    def _open(self, blob: bytes, off: int) -> Any:
+        if DATA_REC.unpack_from(blob, off)[10] == 666:  # conn_id
             raise RuntimeError("a bug")
-        super().on_data(rec, *args)
+        return super()._open(blob, off)
 
 
 def test_a_record_that_raises_is_skipped_and_the_rest_decoded() -> None:
@@ -136,3 +145,26 @@ def test_an_empty_spill_ring_is_not_read() -> None:
     got: list[Exchange] = []
     col = Collector(main, ConnTracker(MonotonicClock()), got.extend, spill=spill)  # type: ignore[arg-type]
     assert col.poll() == 2 and len(got) == 1 and col.stats.spilled_records == 0
+
+
+def test_records_of_one_syscall_keep_their_order_when_one_was_spilled() -> None:
+    # A writev of head and body yields two records with one exit time; the head was spilled.
+    head, body = RESP[:-2], RESP[-2:]
+    main = Ring(
+        [record(1, 0, Direction.EGRESS, REQ, 10), record(1, 2, Direction.INGRESS, body, 20)]
+    )
+    spill = SpillRing([record(1, 1, Direction.INGRESS, head, 20)])
+    tracker = ConnTracker(MonotonicClock())
+    got: list[Exchange] = []
+    col = Collector(main, tracker, got.extend, spill=spill)  # type: ignore[arg-type]
+    assert col.poll() == 3
+    assert tracker.stats.seq_gaps == 0
+    assert [(e.status, e.resp_bytes) for e in got] == [(200, len(RESP))]
+
+
+def test_partial_layouts_read_the_same_fields_as_the_whole_record() -> None:
+    raw = record(0x1122334455, 77, Direction.INGRESS, b"x", 1000)
+    whole = dict(zip(DATA_FIELDS, DATA_REC.unpack_from(raw), strict=True))
+    hot = ("direction", "seq", "conn_id", "enter_ns", "exit_ns", "bytes", "captured")
+    assert DATA_HOT.unpack_from(raw) == tuple(whole[f] for f in hot)
+    assert DATA_WHO.unpack_from(raw) == tuple(whole[f] for f in ("pid", "tid", "fd", "cgroup_id"))

@@ -691,9 +691,9 @@ def test_response_head_split_by_a_gap_drops_queued_requests() -> None:
 def test_stale_response_cannot_answer_a_later_request() -> None:
     ex = small("/fresh")
     conn = Http1Connection("client")
-    assert conn.feed(EGRESS, ex.request, len(ex.request), 5000, 5010) == []
+    assert conn.feed(EGRESS, ex.request, len(ex.request), 5000, 5010) == ()
     # a response whose read returned before the request was written cannot answer it
-    assert conn.feed(INGRESS, ex.response, len(ex.response), 100, 200) == []
+    assert conn.feed(INGRESS, ex.response, len(ex.response), 100, 200) == ()
     assert conn.orphan_responses == 1
     pairs = conn.feed(INGRESS, ex.response, len(ex.response), 6000, 6010)
     assert [(p.path, p.req_first_enter_ns, p.resp_first_enter_ns) for p in pairs] == [
@@ -772,7 +772,7 @@ def test_garbage_response_is_dropped_with_its_request() -> None:
 def test_odd_records_never_raise(direction: int, data: bytes, true_len: int) -> None:
     conn = Http1Connection("client")
     conn.feed(EGRESS, CURL_GET, len(CURL_GET), 1, 2)
-    assert conn.feed(direction, data, true_len, 3, 4) == []
+    assert conn.feed(direction, data, true_len, 3, 4) == ()
     assert conn.errors == 0
 
 
@@ -793,7 +793,8 @@ def test_random_garbage_never_raises_and_counts() -> None:
     starts = (b"GET / HTTP/1.1\r\n", b"HTTP/1.1 200 OK\r\n", b"", b"", b"")
     for i in range(3000):
         data = rng.choice(starts) + rng.randbytes(rng.randint(0, 300))
-        assert isinstance(conn.feed(i % 2, data, len(data) + rng.choice((0, 0, 5000)), i, i), list)
+        got = conn.feed(i % 2, data, len(data) + rng.choice((0, 0, 5000)), i, i)
+        assert isinstance(got, (list, tuple))
     stats = conn.stats()
     assert stats["desyncs"] > 100 and stats["skipped_records"] > 500
     assert conn.errors == 0
@@ -846,7 +847,7 @@ def test_server_role_reads_requests_and_writes_responses() -> None:
     # the client's direction mapping would see nothing: server-side responses are EGRESS
     client = Http1Connection("client")
     client.feed(INGRESS, REQUESTS_POST, len(REQUESTS_POST), 1, 2)
-    assert client.feed(EGRESS, GO_201_CHUNKED, len(GO_201_CHUNKED), 3, 4) == []
+    assert client.feed(EGRESS, GO_201_CHUNKED, len(GO_201_CHUNKED), 3, 4) == ()
 
 
 def test_role_must_be_client_or_server() -> None:

@@ -320,7 +320,7 @@ def test_registry_builds_a_parser_per_protocol_and_role() -> None:
     assert isinstance(pg, PostgresConnection) and pg.role == "server"
     for name in PROTOCOLS:
         parser = parser_for(name, "client")
-        assert parser is not None and parser.feed(EGRESS, b"", 0, 1, 2) == []
+        assert parser is not None and list(parser.feed(EGRESS, b"", 0, 1, 2)) == []
         assert parser.stats()["errors"] == 0
     assert parser_for("KAFKA", "client") is None
     with pytest.raises(ValueError, match="role"):

@@ -1,8 +1,9 @@
 """The capture loop's hot path: drain the ring, decode records in bulk, feed the tracker.
 
-One `poll()` takes every committed record with one copy (RingReader.read), then walks the
-records with precompiled struct layouts; per record it builds one tuple and, for data records,
-one bytes slice of the payload. Nothing else is allocated per record.
+One `poll()` takes every committed record with one copy (RingReader.read) and hands the batch
+to the tracker, whose loop walks the records with precompiled struct layouts; per record it
+builds one tuple and, for data records, one bytes slice of the payload. A record whose handling
+raises (a bug) is skipped and logged, and the rest of the batch goes on.
 
 The spill ring holds the rare records the main ring refused (ebpf/include/common.bpf.h). They
 are merged into the main ring's records by time before decoding: a connection's records must
@@ -18,42 +19,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from alaz.bpf.ringbuf import RingReader
-from alaz.capture.records import (
-    CONN_REC,
-    DATA_HOT,
-    DATA_REC,
-    PROC_REC,
-    REC_TS_OFFSETS,
-    ConnEvent,
-    RecKind,
-)
+from alaz.capture.records import DATA_SEQ, REC_TS_OFFSETS, RecKind
 from alaz.conntrack import ConnTracker
 from alaz.log import get_logger
 from alaz.model import Exchange
 
 __all__ = ["Collector", "CollectorStats"]
 
-_DATA_HDR = DATA_REC.size
-_DATA, _CONN, _PROC = int(RecKind.DATA), int(RecKind.CONN), int(RecKind.PROC)
-_CLOSE = int(ConnEvent.CLOSE)
-_TS = struct.Struct("<Q")
+_DATA = int(RecKind.DATA)
+_U64, _U32 = struct.Struct("<Q"), struct.Struct("<I")
 
 
 def merge_by_time(
     blob: bytes, offsets: list[int], spilled: bytes, spilled_offsets: list[int]
 ) -> tuple[bytes, list[int]]:
     """One blob and offset list holding both rings' records, ordered by their timestamps (a
-    data record's syscall exit, a conn or proc record's event time); stable for equal times."""
+    data record's syscall exit, a conn or proc record's event time). The records one syscall
+    yields share a time: their sequence numbers order them (one may have been spilled)."""
     merged = blob + spilled
     shift = len(blob)
     offs = offsets + [off + shift for off in spilled_offsets]
-    unpack = _TS.unpack_from
+    u64, u32 = _U64.unpack_from, _U32.unpack_from
 
-    def ts(off: int) -> int:
-        at = REC_TS_OFFSETS.get(merged[off])
-        return 0 if at is None else int(unpack(merged, off + at)[0])
+    def order(off: int) -> tuple[int, int]:
+        kind = merged[off]
+        at = REC_TS_OFFSETS.get(kind)
+        if at is None:
+            return (0, 0)
+        seq = u32(merged, off + DATA_SEQ)[0] if kind == _DATA else 0
+        return (u64(merged, off + at)[0], seq)
 
-    offs.sort(key=ts)
+    offs.sort(key=order)
     return merged, offs
 
 
@@ -118,36 +114,14 @@ class Collector:
                 self.on_exchanges(out)
 
     def _decode(self, blob: bytes, offsets: list[int], out: list[Exchange]) -> None:
-        on_data = self.tracker.on_data
-        data_unpack = DATA_HOT.unpack_from  # ints only: no bytes objects per record
-        n_data = n_conn = n_proc = n_unknown = 0
-        i = 0
         try:
-            for i, off in enumerate(offsets):  # noqa: B007 - i is read in the except below
-                kind = blob[off]  # low byte of the u16 kind; every kind is < 256
-                if kind == _DATA:
-                    rec = data_unpack(blob, off)
-                    start = off + _DATA_HDR
-                    on_data(rec, blob[start : start + rec[15]], blob, off, out)
-                    n_data += 1
-                elif kind == _CONN:
-                    conn = CONN_REC.unpack_from(blob, off)
-                    if conn[1] == _CLOSE:
-                        self.tracker.on_close(conn[7], conn[9], out)
-                    n_conn += 1
-                elif kind == _PROC:
-                    if self.on_proc is not None:
-                        proc = PROC_REC.unpack_from(blob, off)
-                        self.on_proc(proc[1], proc[2], proc[4])
-                    n_proc += 1
-                else:
-                    n_unknown += 1
+            n_conn, n_proc, n_unknown = self.tracker.feed_records(blob, offsets, out, self.on_proc)
         except Exception:
-            self._at = i  # where it failed: poll() resumes after it
+            self._at = self.tracker.failed_at  # where it failed: poll() resumes after it
             raise
         s = self.stats
         s.records += len(offsets)
-        s.data_records += n_data
+        s.data_records += len(offsets) - n_conn - n_proc - n_unknown
         s.conn_records += n_conn
         s.proc_records += n_proc
         s.unknown_records += n_unknown

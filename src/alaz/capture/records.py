@@ -89,9 +89,13 @@ COUNTER_NAMES = (
 # struct data_rec: kind, direction, protocol, role, flags, family, pid, tid, fd, seq, conn_id,
 # cgroup_id, enter_ns, exit_ns, bytes, captured, chunk_off, lport, rport, laddr, raddr, comm
 DATA_REC = struct.Struct("<HBBBBHIIiIQQQQQIIHH16s16s16s4x")
-# The leading integer fields of data_rec, up to rport: what the hot path reads of every record
-# (same indexes as DATA_REC). Addresses and comm are sliced from the record only when needed.
-DATA_HOT = struct.Struct("<HBBBBHIIiIQQQQQIIHH")
+# What the hot path reads of every data record, indexes 0-6: direction, seq, conn_id,
+# enter_ns, exit_ns, bytes, captured (pad bytes skip the rest: half the ints made per record,
+# half the time).
+# The whole record (DATA_REC) is read when a connection opens, DATA_WHO when an exchange is
+# made; addresses and comm are sliced from the record only when needed.
+DATA_HOT = struct.Struct("<2xB17xIQ8xQQQI")
+DATA_WHO = struct.Struct("<8xIIi12xQ")  # pid, tid, fd, cgroup_id
 DATA_LADDR, DATA_RADDR, DATA_COMM = 76, 92, 108  # offsets of the 16-byte fields
 # struct conn_rec: kind, event, role, family, pid, tid, fd, conn_id, cgroup_id, ts_ns,
 # lport, rport, laddr, raddr, comm
@@ -99,7 +103,9 @@ CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")
 # struct proc_rec: kind, event, pid, ppid, cgroup_id, ts_ns, comm
 PROC_REC = struct.Struct("<HBxII4xQQ16s")
 
-# Where each record kind keeps its timestamp (data: the syscall's exit), to merge rings by time
+# Where each record kind keeps its timestamp (data: the syscall's exit), to merge rings by time;
+# a data record's per-connection sequence number orders the records of one syscall.
+DATA_SEQ = struct.calcsize("<HBBBBHIIi")
 REC_TS_OFFSETS: dict[int, int] = {
     RecKind.DATA: struct.calcsize("<HBBBBHIIiIQQQ"),
     RecKind.CONN: struct.calcsize("<HBBH2xIIi4xQQ"),

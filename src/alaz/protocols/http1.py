@@ -31,7 +31,7 @@ Limits: the carry buffer holds at most `max_head` bytes (64 KiB), the pending qu
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 __all__ = [
@@ -111,7 +111,6 @@ _METHOD_CHARS: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"
 _VERSIONS: Final = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
 _RESP_VERSIONS: Final = {b"HTTP/1.1 ": True, b"HTTP/1.0 ": False}  # -> keep-alive by default
 _AFTER_STATUS: Final = (b" ", b"\r", b"\n")
-_STATUS_LINES: dict[bytes, tuple[int, bool]] = {}  # b"HTTP/1.1 200 " -> (200, True), filled lazily
 
 # A queued request is a list (5x cheaper to build than a slots object):
 # [method, path, host, version, first_enter, first_exit, last_exit, size, flags]
@@ -161,28 +160,6 @@ def _length_list(value: bytes) -> int:
     return int(value)
 
 
-def _status_line(start: bytes) -> tuple[int, bool] | None:
-    """Parse `HTTP/1.x NNN ` -> (status, keep-alive by default); remember the good ones."""
-    keep_alive = _RESP_VERSIONS.get(start[:9])
-    code = start[9:12]
-    if (
-        keep_alive is None
-        or not code.isdigit()
-        or code < b"100"
-        or start[12:13] not in _AFTER_STATUS
-    ):
-        return None
-    line = _STATUS_LINES[start] = (int(code), keep_alive)  # at most 2 * 1000 * 3 entries
-    return line
-
-
-# Header blocks repeat: a client sends the same headers on every request of a connection, a
-# server the same ones on every response until its Date changes. The fields we use are a pure
-# function of the block, so they are cached by the block's bytes (bounded; cleared when full).
-# A hit skips the lowercasing and the five searches: about 1 us per message on this VM.
-_FIELDS_CACHE_MAX: Final = 4096
-_FIELDS_CACHE_BLOCK: Final = 2048
-_fields_cache: dict[bytes, tuple[int, bytes | None, str | None, bytes | None]] = {}
 _NO_LENGTH: Final = -4  # neither Transfer-Encoding nor Content-Length
 
 
@@ -192,9 +169,6 @@ def _fields(rest: bytes) -> tuple[int, bytes | None, str | None, bytes | None]:
     framing: a Content-Length, _CHUNKED, _NO_LENGTH, or _INVALID (a bad Content-Length, or a
     Transfer-Encoding whose last coding is not chunked; the caller decides what that means).
     """
-    hit = _fields_cache.get(rest)
-    if hit is not None:
-        return hit
     low = rest.lower()
     te: bytes | None = None
     i = low.find(b"\ntransfer-encoding:")
@@ -219,11 +193,83 @@ def _fields(rest: bytes) -> tuple[int, bytes | None, str | None, bytes | None]:
     )
     i = low.find(b"\nconnection:")
     conn = low[i + 12 : low.find(b"\n", i + 12)] if i >= 0 else None
-    result = (framing, te, host, conn)
-    if len(rest) <= _FIELDS_CACHE_BLOCK:  # bounded: at most 4096 blocks of 2 KiB
-        if len(_fields_cache) >= _FIELDS_CACHE_MAX:
-            _fields_cache.clear()
-        _fields_cache[rest] = result
+    return framing, te, host, conn
+
+
+# Heads repeat: a client sends the same header lines on every request of a connection, a
+# server the same response head until its Date changes. What a head means to us is a pure
+# function of its bytes, so it is cached by them: one dict lookup instead of a lowercasing and
+# half a dozen searches (about 1.5 us per message on this VM). Bounded: at most _CACHE_MAX
+# heads of at most _CACHE_BLOCK bytes each per cache, cleared when full.
+_CACHE_MAX: Final = 4096
+_CACHE_BLOCK: Final = 2048
+
+# the rest of a request head after its target ("HTTP/1.1\r\nHost: x\r\n...") ->
+# (version, framing, host, flags); see _req_rest
+_ReqRest = tuple[str, int, str | None, int]
+_req_rest_cache: dict[bytes, _ReqRest] = {}
+_BAD_REQ_REST: Final[_ReqRest] = ("", _INVALID, None, 0)
+# a whole response head -> (status, the server closes after it, framing of its body)
+_RespHead = tuple[int, bool, int]
+_resp_head_cache: dict[bytes, _RespHead] = {}
+_BAD_RESP_HEAD: Final[_RespHead] = (0, True, _INVALID)
+
+
+def _remember(cache: dict[bytes, Any], key: bytes, value: Any) -> None:
+    if len(key) <= _CACHE_BLOCK:
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = value
+
+
+def _req_rest(rest: bytes) -> _ReqRest:
+    """What a request head says after its target: `rest` is the version, the line end and the
+    header lines. framing: a Content-Length (0 without one), _CHUNKED, or _INVALID (a bad
+    version or length; RFC 9112 6.3: chunked must come last). flags: FLAG_CLOSE when the
+    client closes after this request. Callers look in `_req_rest_cache` first."""
+    eol = rest.find(b"\n")
+    version = _VERSIONS.get(rest[: eol - 1] if rest[eol - 1 : eol] == b"\r" else rest[:eol])
+    if version is None or eol < 0:
+        result = _BAD_REQ_REST
+    else:
+        framing, _, host, conn = _fields(rest[eol:])
+        if framing == _NO_LENGTH:
+            framing = 0
+        if conn is None:
+            close = version == "1.0"
+        else:
+            close = b"close" in conn or (version == "1.0" and b"keep-alive" not in conn)
+        result = (version, framing, host, FLAG_CLOSE if close else 0)
+    _remember(_req_rest_cache, rest, result)
+    return result
+
+
+def _resp_head(block: bytes) -> _RespHead:
+    """What a response head (status line included) tells us; _BAD_RESP_HEAD when its status
+    line is not `HTTP/1.x NNN`. framing: a Content-Length, _CHUNKED, _READ_TO_CLOSE (no
+    length, or a coding other than chunked, which the server ends by closing) or _INVALID.
+    The request's method (HEAD, CONNECT) and no-body statuses are for the caller to apply.
+    Callers look in `_resp_head_cache` first."""
+    keep_alive = _RESP_VERSIONS.get(block[:9])
+    code = block[9:12]
+    if (
+        keep_alive is None
+        or not code.isdigit()
+        or code < b"100"
+        or block[12:13] not in _AFTER_STATUS
+    ):
+        return _BAD_RESP_HEAD
+    framing, te, _, conn = _fields(block[block.find(b"\n") :])
+    if conn is None:
+        close = not keep_alive
+    else:
+        close = b"close" in conn or (not keep_alive and b"keep-alive" not in conn)
+    if te is not None:
+        framing = _CHUNKED if framing == _CHUNKED else _READ_TO_CLOSE
+    elif framing == _NO_LENGTH:
+        framing = _READ_TO_CLOSE
+    result = (int(code), close, framing)
+    _remember(_resp_head_cache, block, result)
     return result
 
 
@@ -302,29 +348,9 @@ class _Stream:
         return _BODY <= self.state <= _UNTIL_CLOSE
 
     def feed(self, data: bytes, true_len: int, enter_ns: int, exit_ns: int) -> None:
+        """One record of this direction; the owner has tried its head fast path already."""
         self.last_exit = exit_ns
-        if self.state == _HEAD and not self.buf:
-            # Fast path: the record begins with a whole head (one GET, one small response).
-            end = data.find(b"\r\n\r\n")
-            if end > 0 and data[0] > 32 and end + 4 <= self.max_head:
-                n = len(data)
-                stop = end + 4
-                self.first_enter = enter_ns
-                self.first_exit = exit_ns
-                self.size = stop
-                self.gapped = False
-                framing = self.on_head(data[: end + 2])
-                if n == true_len and (
-                    (framing == 0 and stop == n) or (framing > 0 and stop + framing == n)
-                ):
-                    self.size = n
-                    self.on_done(exit_ns)
-                    return
-                state = self._framed(framing, exit_ns)
-                if state < _RESYNC and (stop < n or true_len > n):
-                    self._run(data, stop, state, true_len - n, enter_ns, exit_ns, -1)
-                return
-        elif self.state == _BODY and true_len == self.remaining:
+        if self.state == _BODY and true_len == self.remaining:
             # Fast path: a record that is exactly the rest of a body (a head and its body
             # written apart, as nginx's writev of two iovecs gives).
             self.size += true_len
@@ -334,6 +360,16 @@ class _Stream:
             self.on_done(exit_ns)
             return
         self._feed_slow(data, true_len, enter_ns, exit_ns)
+
+    def after_head(
+        self, data: bytes, stop: int, framing: int, true_len: int, enter_ns: int, exit_ns: int
+    ) -> None:
+        """The head that ends at `data[stop]` was parsed by the owner's fast path; go on from
+        there with its framing (the record may hold a body, or more messages)."""
+        state = self._framed(framing, exit_ns)
+        n = len(data)
+        if state < _RESYNC and (stop < n or true_len > n):
+            self._run(data, stop, state, true_len - n, enter_ns, exit_ns, -1)
 
     def _feed_slow(self, data: bytes, true_len: int, enter_ns: int, exit_ns: int) -> None:
         state = self.state
@@ -609,15 +645,37 @@ class Http1Connection:
 
     def feed(
         self, direction: int, data: bytes, true_len: int, enter_ns: int, exit_ns: int
-    ) -> list[Http1Pair]:
+    ) -> Sequence[Http1Pair]:
         """Consume one syscall record; return the exchanges it completed (often none)."""
+        if direction == self._req_dir:
+            stream = self._req
+        elif direction == self._resp_dir:
+            stream = self._resp
+        else:
+            return ()
         try:
-            if direction == self._req_dir:
-                self._req.feed(data, true_len, enter_ns, exit_ns)
-            elif direction == self._resp_dir:
-                self._resp.feed(data, true_len, enter_ns, exit_ns)
+            end = -1
+            if stream.state == _HEAD and not stream.buf:
+                end = data.find(b"\r\n\r\n")
+            if end > 0 and data[0] > 32 and end < stream.max_head - 3:
+                # Fast path, inlined for speed (most records): the record begins with a whole
+                # head, and often is the whole message.
+                stop = end + 4
+                stream.first_enter = enter_ns
+                stream.first_exit = stream.last_exit = exit_ns
+                stream.size = stop
+                stream.gapped = False
+                framing = stream.on_head(data[: end + 2])
+                if framing >= 0 and stop + framing == true_len == len(data):
+                    stream.size = true_len
+                    if stream is self._resp:
+                        self._on_resp_done(exit_ns)
+                    elif self._req_cur is not None:  # else nothing is left to do
+                        self._on_req_done(exit_ns)
+                else:
+                    stream.after_head(data, stop, framing, true_len, enter_ns, exit_ns)
             else:
-                return []
+                stream.feed(data, true_len, enter_ns, exit_ns)
         except Exception:  # a parser bug must not take the agent down; resync instead
             self.errors += 1
             self._reset(_RESYNC)
@@ -625,7 +683,7 @@ class Http1Connection:
         if out:
             self._out = []
             return out
-        return []
+        return ()  # a constant: no list is made for the records that complete nothing
 
     def lost(self) -> None:
         """Records of this connection were lost: drop partial messages, resync both sides."""
@@ -667,33 +725,18 @@ class Http1Connection:
     # -- requests ------------------------------------------------------------------------------
 
     def _on_req_head(self, block: bytes) -> int:
-        eol = block.find(b"\r\n")
-        if eol < 0:
-            eol = block.find(b"\n")  # a bare-LF head
         try:
-            raw_method, target, raw_version = block[:eol].split(b" ")
+            raw_method, target, rest = block.split(b" ", 2)
         except ValueError:
             return _INVALID
-        version = _VERSIONS.get(raw_version)
-        method = _METHODS.get(raw_method)
-        if not target:
+        version, framing, host, flags = _req_rest_cache.get(rest) or _req_rest(rest)
+        if framing == _INVALID or not target or target.find(b"\n") >= 0:
             return _INVALID
+        method = _METHODS.get(raw_method)
         if method is None:
             if not _is_method(raw_method):
                 return _INVALID
             method = raw_method.decode("ascii")
-        if version is None:
-            return _INVALID
-        framing, _, host, conn = _fields(block[eol:])
-        if framing == _NO_LENGTH:
-            framing = 0
-        elif framing == _INVALID:  # RFC 9112 6.3: chunked must come last; bad lengths
-            return _INVALID
-        if conn is None:
-            flags = 0 if version == "1.1" else FLAG_CLOSE
-        else:
-            close = b"close" in conn or (version == "1.0" and b"keep-alive" not in conn)
-            flags = FLAG_CLOSE if close else 0
         stream = self._req
         req = [
             method,
@@ -751,10 +794,9 @@ class Http1Connection:
     # -- responses -----------------------------------------------------------------------------
 
     def _on_resp_head(self, block: bytes) -> int:
-        line = _STATUS_LINES.get(block[:13]) or _status_line(block[:13])
-        if line is None:
+        status, close, framing = _resp_head_cache.get(block) or _resp_head(block)
+        if status == 0:
             return _INVALID
-        status, keep_alive = line
         self._status = status
         if status < 200 and status != 101:
             self._interim = True  # 1xx: the request keeps waiting for its final response
@@ -771,21 +813,13 @@ class Http1Connection:
         else:
             self._unmatched()
         self._cur = req
-        framing, te, _, conn = _fields(block[block.find(b"\n") :])
-        if conn is None:
-            self._resp_close = not keep_alive
-        else:
-            self._resp_close = b"close" in conn or (not keep_alive and b"keep-alive" not in conn)
+        self._resp_close = close
         method = req[_R_METHOD] if req is not None else ""
         if status == 101 or (method == "CONNECT" and status < 300):
             self._upgrade = True
             return 0
         if method == "HEAD" or status == 204 or status == 304:
             return 0
-        if te is not None:  # a response may end a non-chunked coding by closing
-            return framing if framing == _CHUNKED else _READ_TO_CLOSE
-        if framing == _NO_LENGTH:
-            return _READ_TO_CLOSE
         return framing
 
     def _unmatched(self) -> None:
@@ -837,13 +871,15 @@ class Http1Connection:
             flags |= FLAG_GAP
         self.pairs += 1
         # Positional, in Http1Pair's field order; `req` is laid out as described at _R_FLAGS.
-        pair = (req[0], req[1], req[2], self._status, req[7], resp.size, req[4], req[5], req[6])
         self._out.append(
             _new_pair(
                 Http1Pair,
-                (*pair, resp.first_enter, resp.first_exit, exit_ns, req[3], req[8] | flags),
+                (
+                    req[0], req[1], req[2], self._status, req[7], resp.size, req[4], req[5],
+                    req[6], resp.first_enter, resp.first_exit, exit_ns, req[3], req[8] | flags,
+                ),
             )
-        )
+        )  # fmt: skip
 
     # -- both ----------------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ HTTP/1.x: requests start with a method token and a space (GET /...); responses w
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 from alaz.protocols.amqp import AmqpConnection
@@ -101,7 +101,7 @@ class L7Parser(Protocol):
 
     def feed(
         self, direction: int, data: bytes, true_len: int, enter_ns: int, exit_ns: int
-    ) -> list[Any]: ...
+    ) -> Sequence[Any]: ...
 
     def lost(self) -> None: ...
 
