@@ -218,6 +218,7 @@ def completeness(port: int, rate: int, seconds: float) -> None:
                 server += rec["role"] == "server"
         stats = [json.loads(x) for x in log.read_text().splitlines() if '"agent.stats"' in x]
         kernel = stats[-1]["kernel"] if stats else {}
+        agent_side = {g: stats[-1].get(g) for g in ("collector", "tracker")} if stats else {}
         max_gap = max((st.get("max_poll_gap_ms", 0) for st in stats), default=0)
     sent = int(r["ok"])  # type: ignore[call-overload]
     print(f"  requests answered: {sent}  (achieved {sent / float(r['seconds']):.0f} req/s)")  # type: ignore[arg-type]
@@ -227,6 +228,7 @@ def completeness(port: int, rate: int, seconds: float) -> None:
     )
     print(f"  longest wait for a response: {r['max_wait_ms']} ms")
     print(f"  kernel counters: {kernel}")
+    print(f"  agent counters: {agent_side}")
     print(f"  longest gap between two ring polls: {max_gap} ms (the ring holds seconds)")
     print(f"  agent CPU while loaded: {cpu / (seconds + 1.5):.1%} of one core")
 

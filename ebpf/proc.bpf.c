@@ -7,10 +7,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
 static __always_inline void emit_proc(__u8 event, __u32 pid, __u32 ppid)
 {
-	struct proc_rec *r = ring_reserve(sizeof(*r));
+	struct proc_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
-	if (!r)
+	if (!r) {
+		count_lost(CNT_RB_DROP_CTRL);
 		return;
+	}
 	__builtin_memset(r, 0, sizeof(*r));
 	r->kind = REC_PROC;
 	r->event = event;

@@ -49,14 +49,13 @@ enum alaz_proc_event {
 
 /* Counters in the per-CPU `counters` array, summed by user space. */
 enum alaz_counter {
-	CNT_RB_DROP_DATA = 0, /* both rings refused a data record: it was lost */
-	CNT_RB_DROP_CTRL = 1, /* both rings refused a conn/proc record: it was lost */
+	CNT_RB_DROP_DATA = 0, /* the ring refused a data record (full): it was lost */
+	CNT_RB_DROP_CTRL = 1, /* the ring refused a conn/proc record (full): it was lost */
 	CNT_PENDING_FULL = 2, /* the syscall stash map was full */
 	CNT_CONNS_FULL = 3,   /* the per-socket map rejected an insert */
 	CNT_DATA = 4,         /* data records submitted */
 	CNT_IGNORED = 5,      /* sockets given up on after ALAZ_MAX_TRIES unclassified payloads */
-	CNT_RB_SPILLED = 6,   /* records the main ring refused, written to the spill ring */
-	CNT_RB_REFUSED = 7,   /* main ring refusals with room to spare (its lock gave up) */
+	CNT_RB_REFUSED = 6,   /* of the drops above, those with room to spare in the ring */
 	CNT_MAX = 8,
 };
 

@@ -54,16 +54,6 @@ struct {
 	__uint(max_entries, 16 << 20); /* resized by user space before load */
 } events SEC(".maps");
 
-/* The spill ring: takes a record the main ring refused. Since 6.15 a ring's lock is a
- * resilient spinlock that gives up on a suspected deadlock, and under load here about one
- * reservation in 100,000 was refused with the ring nearly empty (a bug of the lock's
- * contended path, as far as we can tell). The spill ring is almost never used, so its lock is
- * never contended and takes such a record. User space merges both rings by time. */
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20); /* resized by user space before load */
-} events_spill SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
@@ -142,45 +132,20 @@ static __always_inline void count(__u32 which)
 
 #define RING_MAX_RECORD (sizeof(struct data_rec) + 2 * ALAZ_MAX_CAPTURE + 8)
 
-/* The main ring refused a record: full (user space is behind), or refused with room to spare
- * (its lock gave up; see events_spill). Only the second is counted here: it is the one that
- * is not our doing. */
-static __always_inline void note_refusal(void)
+/* A ring reservation failed: the record is lost. Counted apart when the ring had room to
+ * spare: then it was not user space falling behind. (It was user space all the same, once: a
+ * consumer position written byte by byte, read by the kernel while it was zero.) */
+static __always_inline void count_lost(__u32 lost_counter)
 {
-	/* From the positions: BPF_RB_AVAIL_DATA returned the producer position here (6.18). */
-	__u64 used = bpf_ringbuf_query(&events, BPF_RB_PROD_POS) -
-		     bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
+	/* From the positions, consumer's first (it could be the newer one): BPF_RB_AVAIL_DATA
+	 * is no better, and the consumer's may change between the two reads. */
+	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
+	__u64 used = bpf_ringbuf_query(&events, BPF_RB_PROD_POS) - cons;
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
 
+	count(lost_counter);
 	if (used + 2 * RING_MAX_RECORD < size)
 		count(CNT_RB_REFUSED);
-}
-
-/* Copies a record into the main ring, else into the spill ring; false if both refused it. */
-static __always_inline bool ring_output(void *data, __u64 size, __u32 lost_counter)
-{
-	if (!bpf_ringbuf_output(&events, data, size, BPF_RB_NO_WAKEUP))
-		return true;
-	note_refusal();
-	if (!bpf_ringbuf_output(&events_spill, data, size, BPF_RB_NO_WAKEUP)) {
-		count(CNT_RB_SPILLED);
-		return true;
-	}
-	count(lost_counter);
-	return false;
-}
-
-/* Room for a control record in the main ring, else in the spill ring; NULL if neither. */
-static __always_inline void *ring_reserve(__u64 size)
-{
-	void *r = bpf_ringbuf_reserve(&events, size, 0);
-
-	if (r)
-		return r;
-	note_refusal();
-	r = bpf_ringbuf_reserve(&events_spill, size, 0);
-	count(r ? CNT_RB_SPILLED : CNT_RB_DROP_CTRL);
-	return r;
 }
 
 /* True when the current task must not be captured: the agent itself, or (with scoping on) a
@@ -299,10 +264,12 @@ static __always_inline void fill_conn_rec(struct conn_rec *r, __u8 event, struct
 
 static __always_inline void emit_conn(__u8 event, struct conn_state *st, __u64 pid_tgid, int fd)
 {
-	struct conn_rec *r = ring_reserve(sizeof(*r));
+	struct conn_rec *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
 
-	if (!r)
+	if (!r) {
+		count_lost(CNT_RB_DROP_CTRL);
 		return;
+	}
 	__builtin_memset(r, 0, sizeof(*r));
 	fill_conn_rec(r, event, st, pid_tgid, fd);
 	bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);

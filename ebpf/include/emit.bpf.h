@@ -126,7 +126,9 @@ static __always_inline bool submit(struct scratch *s, struct conn_state *st, __u
 	barrier_var(size);
 	if (size > sizeof(struct scratch))
 		return true;
-	if (ring_output(s, size, CNT_RB_DROP_DATA))
+	if (bpf_ringbuf_output(&events, s, size, BPF_RB_NO_WAKEUP))
+		count_lost(CNT_RB_DROP_DATA);
+	else
 		count(CNT_DATA);
 	return true;
 }

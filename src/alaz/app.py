@@ -143,9 +143,7 @@ class Agent:
         probes.attach()
         assert probes.ring is not None
         self.probes = probes
-        self.collector = Collector(
-            probes.ring, self.tracker, self._submit, on_proc=self._on_proc, spill=probes.spill
-        )
+        self.collector = Collector(probes.ring, self.tracker, self._submit, on_proc=self._on_proc)
         from alaz.capture.tls_attach import TlsAttacher
 
         if self.k8s is not None:

@@ -68,20 +68,3 @@ def test_record_layout_matches_btf(
     ]
     assert [m[0] for m in members] == list(fields)
     assert [m[1] for m in members] == _python_offsets(layout)
-
-
-@pytest.mark.parametrize(
-    ("obj", "name", "kind", "field"),
-    [
-        ("l7", "data_rec", records.RecKind.DATA, "exit_ns"),
-        ("tcp_state", "conn_rec", records.RecKind.CONN, "ts_ns"),
-        ("proc", "proc_rec", records.RecKind.PROC, "ts_ns"),
-    ],
-)
-def test_timestamp_offsets_match_btf(
-    obj: str, name: str, kind: records.RecKind, field: str
-) -> None:
-    """The spill ring's records are merged by these timestamps (capture/collector.py)."""
-    members = _btf_struct(obj, name)["members"]
-    offset = next(m["bits_offset"] // 8 for m in members if m["name"] == field)  # type: ignore[attr-defined]
-    assert records.REC_TS_OFFSETS[kind] == offset

@@ -110,58 +110,6 @@ def test_addresses_and_roles_come_from_the_record() -> None:
     )
 
 
-class SpillRing(Ring):
-    def pending_bytes(self) -> int:
-        return len(self.batches[0][0]) if self.batches else 0
-
-
-def test_spilled_records_are_merged_into_the_main_rings_by_time() -> None:
-    # Connection 1's request was refused by the main ring and spilled; its response made it
-    # into the main ring. Connection 2 is entirely in the main ring. Decoded in ring order, the
-    # response would come first and the exchange would be lost.
-    got: list[Exchange] = []
-    main = Ring(
-        [
-            record(2, 0, Direction.EGRESS, REQ, 5),
-            record(1, 1, Direction.INGRESS, RESP, 20),
-            record(2, 1, Direction.INGRESS, RESP, 30),
-        ]
-    )
-    spill = SpillRing([record(1, 0, Direction.EGRESS, REQ, 10)])
-    tracker = ConnTracker(MonotonicClock())
-    col = Collector(main, tracker, got.extend, spill=spill)  # type: ignore[arg-type]
-    assert col.poll() == 4
-    assert col.stats.spilled_records == 1
-    assert tracker.stats.seq_gaps == 0
-    assert sorted((e.fd, e.latency_ns) for e in got) == [(7, 21 - 10), (7, 31 - 5)]
-
-
-def test_an_empty_spill_ring_is_not_read() -> None:
-    spill = SpillRing([])
-    spill.batches.clear()
-    main = Ring(
-        [record(1, 0, Direction.EGRESS, REQ, 10), record(1, 1, Direction.INGRESS, RESP, 20)]
-    )
-    got: list[Exchange] = []
-    col = Collector(main, ConnTracker(MonotonicClock()), got.extend, spill=spill)  # type: ignore[arg-type]
-    assert col.poll() == 2 and len(got) == 1 and col.stats.spilled_records == 0
-
-
-def test_records_of_one_syscall_keep_their_order_when_one_was_spilled() -> None:
-    # A writev of head and body yields two records with one exit time; the head was spilled.
-    head, body = RESP[:-2], RESP[-2:]
-    main = Ring(
-        [record(1, 0, Direction.EGRESS, REQ, 10), record(1, 2, Direction.INGRESS, body, 20)]
-    )
-    spill = SpillRing([record(1, 1, Direction.INGRESS, head, 20)])
-    tracker = ConnTracker(MonotonicClock())
-    got: list[Exchange] = []
-    col = Collector(main, tracker, got.extend, spill=spill)  # type: ignore[arg-type]
-    assert col.poll() == 3
-    assert tracker.stats.seq_gaps == 0
-    assert [(e.status, e.resp_bytes) for e in got] == [(200, len(RESP))]
-
-
 def test_partial_layouts_read_the_same_fields_as_the_whole_record() -> None:
     raw = record(0x1122334455, 77, Direction.INGRESS, b"x", 1000)
     whole = dict(zip(DATA_FIELDS, DATA_REC.unpack_from(raw), strict=True))

@@ -4,53 +4,19 @@ One `poll()` takes every committed record with one copy (RingReader.read) and ha
 to the tracker, whose loop walks the records with precompiled struct layouts; per record it
 builds one tuple and, for data records, one bytes slice of the payload. A record whose handling
 raises (a bug) is skipped and logged, and the rest of the batch goes on.
-
-The spill ring holds the rare records the main ring refused (ebpf/include/common.bpf.h). They
-are merged into the main ring's records by time before decoding: a connection's records must
-reach its parser in order. Reading the main ring first makes that safe: a spilled record's
-successors on its connection were committed after it, so they are either in this main read
-(and sorted after it) or in a later one.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from alaz.bpf.ringbuf import RingReader
-from alaz.capture.records import DATA_SEQ, REC_TS_OFFSETS, RecKind
 from alaz.conntrack import ConnTracker
 from alaz.log import get_logger
 from alaz.model import Exchange
 
 __all__ = ["Collector", "CollectorStats"]
-
-_DATA = int(RecKind.DATA)
-_U64, _U32 = struct.Struct("<Q"), struct.Struct("<I")
-
-
-def merge_by_time(
-    blob: bytes, offsets: list[int], spilled: bytes, spilled_offsets: list[int]
-) -> tuple[bytes, list[int]]:
-    """One blob and offset list holding both rings' records, ordered by their timestamps (a
-    data record's syscall exit, a conn or proc record's event time). The records one syscall
-    yields share a time: their sequence numbers order them (one may have been spilled)."""
-    merged = blob + spilled
-    shift = len(blob)
-    offs = offsets + [off + shift for off in spilled_offsets]
-    u64, u32 = _U64.unpack_from, _U32.unpack_from
-
-    def order(off: int) -> tuple[int, int]:
-        kind = merged[off]
-        at = REC_TS_OFFSETS.get(kind)
-        if at is None:
-            return (0, 0)
-        seq = u32(merged, off + DATA_SEQ)[0] if kind == _DATA else 0
-        return (u64(merged, off + at)[0], seq)
-
-    offs.sort(key=order)
-    return merged, offs
 
 
 @dataclass
@@ -61,7 +27,6 @@ class CollectorStats:
     proc_records: int = 0
     unknown_records: int = 0
     decode_errors: int = 0  # records whose handling raised (a bug): skipped and logged
-    spilled_records: int = 0  # taken from the spill ring
 
 
 class Collector:
@@ -74,10 +39,8 @@ class Collector:
         on_exchanges: Callable[[list[Exchange]], None],
         max_bytes_per_poll: int = 8 << 20,
         on_proc: Callable[[int, int, int], None] | None = None,
-        spill: RingReader | None = None,
     ) -> None:
         self.ring = ring
-        self.spill = spill
         self.tracker = tracker
         self.on_exchanges = on_exchanges
         self.max_bytes = max_bytes_per_poll
@@ -91,11 +54,6 @@ class Collector:
         total = 0
         while True:
             blob, offsets = self.ring.read(self.max_bytes)
-            spill = self.spill
-            if spill is not None and spill.pending_bytes():
-                spilled, spilled_offsets = spill.read(self.max_bytes)
-                self.stats.spilled_records += len(spilled_offsets)
-                blob, offsets = merge_by_time(blob, offsets, spilled, spilled_offsets)
             if not offsets:
                 return total
             total += len(offsets)

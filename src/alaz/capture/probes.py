@@ -1,9 +1,8 @@
 """What the agent loads and attaches, as plain data, and `Probes`, the live set built from it.
 
 The BPF objects live in the package (alaz/objects/*.bpf.o). They share their maps (SHARED_MAPS):
-the ring buffer and its spill ring, the per-socket table, the counters... The first object
-loaded creates them; the others reuse their fds, so every program writes into one ring and one
-socket table.
+the ring buffer, the per-socket table, the counters... The first object loaded creates them;
+the others reuse their fds, so every program writes into one ring and one socket table.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ OBJECTS: tuple[ProbeSpec, ...] = (
     ProbeSpec("tls_openssl", (), captures=True),
     ProbeSpec("tls_go", (), captures=True),
 )
-SHARED_MAPS = ("events", "events_spill", "conns", "counters", "scope", "tls_calls", "ssl_socks")
+SHARED_MAPS = ("events", "conns", "counters", "scope", "tls_calls", "ssl_socks")
 # OpenSSL function -> the entry program; every one returns through ssl_exit_probe.
 SSL_ENTRY_PROGRAMS = {
     "SSL_write": "ssl_write_enter",
@@ -112,7 +111,6 @@ class Probes:
         self.self_tgid = os.getpid() if self_tgid is None else self_tgid
         self.objects: list[BpfObject] = []
         self.ring: RingReader | None = None
-        self.spill: RingReader | None = None  # takes what the main ring refused (rare)
         self.skipped: list[str] = []
         self._log = get_logger("probes")
 
@@ -128,7 +126,6 @@ class Probes:
                 if not shared:
                     shared = {m: obj.map_fd(m) for m in SHARED_MAPS}
             self.ring = RingReader(shared["events"], self.ring_bytes)
-            self.spill = RingReader(shared["events_spill"], self.spill_bytes)
         except BaseException:
             self.close()
             raise
@@ -145,7 +142,6 @@ class Probes:
                 obj.reuse_map(name, fd)
         else:
             obj.set_max_entries("events", self.ring_bytes)
-            obj.set_max_entries("events_spill", self.spill_bytes)
             obj.set_max_entries("conns", self.conn_table_size)
         for prog, section in obj.programs():
             tp = _section_tracepoint(section)
@@ -251,15 +247,10 @@ class Probes:
             out[name] = sum(vals)
         return out
 
-    @property
-    def spill_bytes(self) -> int:
-        return max(self.ring_bytes // 16, 64 << 10)
-
     def close(self) -> None:
-        for ring in (self.ring, self.spill):
-            if ring is not None:
-                ring.close()
-        self.ring = self.spill = None
+        if self.ring is not None:
+            self.ring.close()
+            self.ring = None
         for obj in reversed(self.objects):
             obj.close()
         self.objects.clear()

@@ -82,7 +82,6 @@ COUNTER_NAMES = (
     "conns_map_full",
     "data_records",
     "sockets_ignored",
-    "ringbuf_spilled",
     "ringbuf_refused_with_room",
 )
 
@@ -102,15 +101,6 @@ DATA_LADDR, DATA_RADDR, DATA_COMM = 76, 92, 108  # offsets of the 16-byte fields
 CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")
 # struct proc_rec: kind, event, pid, ppid, cgroup_id, ts_ns, comm
 PROC_REC = struct.Struct("<HBxII4xQQ16s")
-
-# Where each record kind keeps its timestamp (data: the syscall's exit), to merge rings by time;
-# a data record's per-connection sequence number orders the records of one syscall.
-DATA_SEQ = struct.calcsize("<HBBBBHIIi")
-REC_TS_OFFSETS: dict[int, int] = {
-    RecKind.DATA: struct.calcsize("<HBBBBHIIiIQQQ"),
-    RecKind.CONN: struct.calcsize("<HBBH2xIIi4xQQ"),
-    RecKind.PROC: struct.calcsize("<HBxII4xQ"),
-}
 
 # Field names in struct order (padding excluded), for the ABI test.
 DATA_FIELDS = (
