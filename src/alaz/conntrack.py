@@ -29,6 +29,7 @@ from alaz.capture.records import (
 )
 from alaz.clock import MonotonicClock
 from alaz.model import Exchange
+from alaz.protocols.http1 import Http1Connection
 from alaz.protocols.registry import parser_for
 
 __all__ = ["Conn", "ConnTracker", "TrackerStats", "format_addr"]
@@ -68,6 +69,7 @@ class Conn:
         "comm_raw",
         "feed",
         "last_ns",
+        "makes_exchanges",
         "next_seq",
         "parser",
         "protocol",
@@ -87,7 +89,6 @@ class Conn:
         rport: int,
         laddr: bytes,
         raddr: bytes,
-        parser: Any,
     ) -> None:
         self.role = role
         self.protocol = protocol
@@ -98,14 +99,24 @@ class Conn:
         else:
             self.client_ip, self.client_port = local, lport
             self.server_ip, self.server_port = remote, rport
-        self.parser = parser
-        self.feed = parser.feed  # bound once: the hot path calls it for every record
+        self.parser: Any = None
+        self.feed: Any = None
+        self.makes_exchanges = False  # its parser returns Exchanges (HTTP/1), not pairs
         self.next_seq = 0
         self.tls = False  # the plaintext of a TLS connection (from the TLS probes)
         self.comm = ""
         self.comm_raw = b""
         self.last_ns = 0  # exit time of the latest record
         self.who: tuple[int, int, int, int] = (0, 0, 0, 0)  # pid, tid, fd, cgroup_id
+
+    def attach(self, parser: Any, makes_exchanges: bool = False) -> None:
+        self.parser = parser
+        self.feed = parser.feed  # bound once: the hot path calls it for every record
+        self.makes_exchanges = makes_exchanges
+
+    def set_comm(self, raw: bytes) -> None:
+        self.comm_raw = raw
+        self.comm = raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
 @dataclass
@@ -131,6 +142,10 @@ class ConnTracker:
         self.conns: dict[int, Conn] = {}
         self.stats = TrackerStats()
         self.failed_at = 0  # see feed_records
+        # The data record being handled (blob, offset; -1: none), for the HTTP/1 exchange
+        # makers: the record that completes an exchange names its process and thread.
+        self._blob = b""
+        self._off = -1
 
     def feed_records(
         self,
@@ -150,6 +165,7 @@ class ConnTracker:
         """
         conns = self.conns
         unpack = DATA_HOT.unpack_from
+        self._blob = blob
         n_conn = n_proc = n_unknown = 0
         off = 0
         try:
@@ -169,10 +185,16 @@ class ConnTracker:
                     conn.last_ns = exit_ns
                     start = off + _DATA_HDR
                     payload = blob[start : start + captured]
+                    self._off = off
                     pairs = conn.feed(direction, payload, nbytes, enter_ns, exit_ns)
                     if pairs:
-                        conn.who = DATA_WHO.unpack_from(blob, off)  # who completed them
-                        self._emit(conn, pairs, out, blob[off + DATA_COMM : off + DATA_COMM + 16])
+                        if conn.makes_exchanges:
+                            out += pairs
+                            self.stats.exchanges += len(pairs)
+                        else:
+                            conn.who = DATA_WHO.unpack_from(blob, off)  # who completed them
+                            raw = blob[off + DATA_COMM : off + DATA_COMM + 16]
+                            self._emit(conn, pairs, out, raw)
                 elif kind == _CONN:
                     n_conn += 1
                     event = CONN_REC.unpack_from(blob, off)
@@ -188,13 +210,22 @@ class ConnTracker:
         except Exception:
             self.failed_at = offsets.index(off)  # offsets are unique
             raise
+        finally:
+            self._off = -1
+            self._blob = b""
         return n_conn, n_proc, n_unknown
 
     def on_close(self, conn_id: int, ts_ns: int, out: list[Exchange]) -> None:
         conn = self.conns.pop(conn_id, None)
         if conn is not None:
+            self._off = -1  # no data record completes these: who and comm stay as they were
             pairs = conn.parser.close(ts_ns)
-            if pairs:
+            if not pairs:
+                return
+            if conn.makes_exchanges:
+                out += pairs
+                self.stats.exchanges += len(pairs)
+            else:
                 self._emit(conn, pairs, out, conn.comm_raw)
 
     def sweep(self, now_ns: int) -> None:
@@ -214,8 +245,12 @@ class ConnTracker:
         if name is None or role not in _ROLE_NAMES:
             self.stats.records_unparsed += 1
             return None
-        parser = parser_for(name, _ROLE_NAMES[Role(role)])
-        conn = Conn(role, protocol, family, lport, rport, laddr, raddr, parser)
+        conn = Conn(role, protocol, family, lport, rport, laddr, raddr)
+        role_name = _ROLE_NAMES[Role(role)]
+        if protocol == _HTTP1:
+            conn.attach(Http1Connection(role_name, make_pair=self._exchange_maker(conn)), True)
+        else:
+            conn.attach(parser_for(name, role_name))
         conn.next_seq = seq
         conn.tls = bool(flags & REC_FLAG_TLS)
         conn.who = (rec[6], rec[7], rec[8], rec[11])
@@ -227,15 +262,50 @@ class ConnTracker:
         self.stats.conns_opened += 1
         return conn
 
+    def _exchange_maker(self, conn: Conn) -> Callable[..., Exchange]:
+        """The `make_pair` of an HTTP/1 connection's parser: it builds each Exchange itself,
+        from the pair's fields, the connection and the record that completed it (no pair tuple
+        in between, no second pass: this is per exchange on the hot path)."""
+        client = conn.role == _CLIENT
+        role = "client" if client else "server"
+        clock, tracker, who_of = self.clock, self, DATA_WHO.unpack_from
+
+        def make(
+            method: str, path: str, host: str | None, status: int, req_bytes: int,
+            resp_bytes: int, req_first_enter: int, req_first_exit: int, req_last_exit: int,
+            resp_first_enter: int, resp_first_exit: int, _resp_last_exit: int, _version: str,
+            _flags: int,
+        ) -> Exchange:  # fmt: skip
+            off = tracker._off
+            if off >= 0:
+                blob = tracker._blob
+                conn.who = who_of(blob, off)
+                raw = blob[off + DATA_COMM : off + DATA_COMM + 16]
+                if raw != conn.comm_raw:
+                    conn.set_comm(raw)
+            pid, tid, fd, cgroup_id = conn.who
+            if client:  # from the request's first write to the end of the response's first read
+                start = req_first_enter
+                latency = resp_first_exit - start
+            else:  # from the end of the request's last read to the response's first write
+                start = req_first_exit
+                latency = resp_first_enter - req_last_exit
+            return Exchange(
+                "HTTP", role, pid, tid, conn.comm, fd, cgroup_id, conn.client_ip,
+                conn.client_port, conn.server_ip, conn.server_port, method, path, status,
+                latency if latency > 0 else 0, (start + clock.offset_ns) // 1_000_000, conn.tls,
+                req_bytes, resp_bytes, host,
+            )  # fmt: skip
+
+        return make
+
     def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange], raw: bytes) -> None:
-        # Hot path (once per exchange): tuple indexing, locals, the comm decoded once per
-        # connection and process. Http1Pair: method, path, host, status, req_bytes, resp_bytes,
-        # then the six times; L7Pair: protocol, method, path, status, req_bytes, resp_bytes,
-        # the same six times at the same places, reversed, extra.
+        # Once per exchange of the binary protocols: tuple indexing, locals, the comm decoded
+        # once per connection and process. L7Pair: protocol, method, path, status, req_bytes,
+        # resp_bytes, then the six times (see protocols/pair.py), extra.
         pid, tid, fd, cgroup_id = conn.who
         if raw != conn.comm_raw:
-            conn.comm_raw = raw
-            conn.comm = raw.split(b"\0", 1)[0].decode(errors="replace")
+            conn.set_comm(raw)
         comm = conn.comm
         offset = self.clock.offset_ns
         client = conn.role == _CLIENT
@@ -248,7 +318,6 @@ class ConnTracker:
             conn.tls,
         )
         append = out.append
-        http = conn.protocol == _HTTP1
         for p in pairs:
             if client:
                 start = p[6]
@@ -256,16 +325,9 @@ class ConnTracker:
             else:
                 start = p[7]
                 latency = p[9] - p[8]
-            if http:
-                append(Exchange(
-                    "HTTP", role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[0],
-                    p[1], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
-                    tls, p[4], p[5], p[2],
-                ))  # fmt: skip
-            else:
-                append(Exchange(
-                    p[0], role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[1],
-                    p[2], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
-                    tls, p[4], p[5], None, None, None, p[13],
-                ))  # fmt: skip
+            append(Exchange(
+                p[0], role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[1],
+                p[2], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
+                tls, p[4], p[5], None, None, None, p[13],
+            ))  # fmt: skip
         self.stats.exchanges += len(pairs)

@@ -43,6 +43,7 @@ __all__ = [
     "INGRESS",
     "Http1Connection",
     "Http1Pair",
+    "http1_pair",
 ]
 
 EGRESS: Final = 0  # this process wrote the bytes
@@ -80,6 +81,12 @@ class Http1Pair(NamedTuple):
 
 # tuple.__new__ skips NamedTuple's Python-level __new__: a third of the cost of building a pair.
 _new_pair: Any = tuple.__new__
+
+
+def http1_pair(*fields: Any) -> Http1Pair:
+    """Http1Connection's default `make_pair`: an Http1Pair of the fields, in its order."""
+    pair: Http1Pair = _new_pair(Http1Pair, fields)
+    return pair
 
 # Stream states. Order matters: states >= _RESYNC ignore input until a message start.
 _HEAD: Final = 0
@@ -584,6 +591,7 @@ class Http1Connection:
         "_cur",
         "_discard",
         "_interim",
+        "_make",
         "_max_pending",
         "_out",
         "_pending",
@@ -607,7 +615,16 @@ class Http1Connection:
         "unanswered_requests",
     )
 
-    def __init__(self, role: str, *, max_head: int = 65536, max_pending: int = 1024) -> None:
+    def __init__(
+        self,
+        role: str,
+        *,
+        max_head: int = 65536,
+        max_pending: int = 1024,
+        make_pair: Callable[..., Any] = http1_pair,
+    ) -> None:
+        """`make_pair` is called with Http1Pair's fields, in order, for each exchange; what it
+        returns is what feed() and close() return (the tracker builds its records directly)."""
         if role == "client":
             self._req_dir, self._resp_dir = EGRESS, INGRESS
         elif role == "server":
@@ -615,6 +632,7 @@ class Http1Connection:
         else:
             raise ValueError(f"create Http1Connection: role must be 'client' or 'server': {role!r}")
         self.role = role
+        self._make = make_pair
         self._max_pending = max_pending
         self._req = _Stream(
             self._on_req_head, self._on_req_done, self._on_req_desync, _request_start, max_head
@@ -630,7 +648,7 @@ class Http1Connection:
         self._interim = False
         self._upgrade = False
         self._resp_close = False
-        self._out: list[Http1Pair] = []
+        self._out: list[Any] = []
         self.closed_ns: int | None = None
         self.pairs = 0  # exchanges emitted
         self.desyncs = 0  # times a direction lost sync and had to wait for a message start
@@ -645,8 +663,9 @@ class Http1Connection:
 
     def feed(
         self, direction: int, data: bytes, true_len: int, enter_ns: int, exit_ns: int
-    ) -> Sequence[Http1Pair]:
-        """Consume one syscall record; return the exchanges it completed (often none)."""
+    ) -> Sequence[Any]:
+        """Consume one syscall record; return the exchanges it completed (often none): what
+        `make_pair` made of them, Http1Pairs by default."""
         if direction == self._req_dir:
             stream = self._req
         elif direction == self._resp_dir:
@@ -690,7 +709,7 @@ class Http1Connection:
         self.lost_events += 1
         self._reset(_RESYNC)
 
-    def close(self, ts_ns: int) -> list[Http1Pair]:
+    def close(self, ts_ns: int) -> list[Any]:
         """The connection closed: finish a read-until-close (or cut-short) response; idempotent.
 
         `ts_ns` is kept as `closed_ns`. The response is stamped with its last record, not with
@@ -872,12 +891,9 @@ class Http1Connection:
         self.pairs += 1
         # Positional, in Http1Pair's field order; `req` is laid out as described at _R_FLAGS.
         self._out.append(
-            _new_pair(
-                Http1Pair,
-                (
-                    req[0], req[1], req[2], self._status, req[7], resp.size, req[4], req[5],
-                    req[6], resp.first_enter, resp.first_exit, exit_ns, req[3], req[8] | flags,
-                ),
+            self._make(
+                req[0], req[1], req[2], self._status, req[7], resp.size, req[4], req[5],
+                req[6], resp.first_enter, resp.first_exit, exit_ns, req[3], req[8] | flags,
             )
         )  # fmt: skip
 
