@@ -166,6 +166,7 @@ class ConnTracker:
         conns = self.conns
         unpack = DATA_HOT.unpack_from
         self._blob = blob
+        made = len(out)
         n_conn = n_proc = n_unknown = 0
         off = 0
         try:
@@ -190,7 +191,6 @@ class ConnTracker:
                     if pairs:
                         if conn.makes_exchanges:
                             out += pairs
-                            self.stats.exchanges += len(pairs)
                         else:
                             conn.who = DATA_WHO.unpack_from(blob, off)  # who completed them
                             raw = blob[off + DATA_COMM : off + DATA_COMM + 16]
@@ -213,9 +213,12 @@ class ConnTracker:
         finally:
             self._off = -1
             self._blob = b""
+            self.stats.exchanges += len(out) - made
         return n_conn, n_proc, n_unknown
 
     def on_close(self, conn_id: int, ts_ns: int, out: list[Exchange]) -> None:
+        """The connection closed: its parser's last exchanges go to `out` (counted by the
+        caller, feed_records)."""
         conn = self.conns.pop(conn_id, None)
         if conn is not None:
             self._off = -1  # no data record completes these: who and comm stay as they were
@@ -224,7 +227,6 @@ class ConnTracker:
                 return
             if conn.makes_exchanges:
                 out += pairs
-                self.stats.exchanges += len(pairs)
             else:
                 self._emit(conn, pairs, out, conn.comm_raw)
 
@@ -330,4 +332,3 @@ class ConnTracker:
                 p[2], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
                 tls, p[4], p[5], None, None, None, p[13],
             ))  # fmt: skip
-        self.stats.exchanges += len(pairs)

@@ -88,6 +88,7 @@ def http1_pair(*fields: Any) -> Http1Pair:
     pair: Http1Pair = _new_pair(Http1Pair, fields)
     return pair
 
+
 # Stream states. Order matters: states >= _RESYNC ignore input until a message start.
 _HEAD: Final = 0
 _BODY: Final = 1
@@ -688,7 +689,10 @@ class Http1Connection:
                 if framing >= 0 and stop + framing == true_len == len(data):
                     stream.size = true_len
                     if stream is self._resp:
-                        self._on_resp_done(exit_ns)
+                        if self._interim or self._upgrade or self._resp_close:
+                            self._on_resp_done(exit_ns)
+                        else:  # what _on_resp_done does then, inlined: most responses
+                            self._emit(exit_ns, 0)
                     elif self._req_cur is not None:  # else nothing is left to do
                         self._on_req_done(exit_ns)
                 else:
