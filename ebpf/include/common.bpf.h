@@ -137,8 +137,7 @@ static __always_inline void count(__u32 which)
  * consumer position written byte by byte, read by the kernel while it was zero.) */
 static __always_inline void count_lost(__u32 lost_counter)
 {
-	/* From the positions, consumer's first (it could be the newer one): BPF_RB_AVAIL_DATA
-	 * is no better, and the consumer's may change between the two reads. */
+	/* The consumer's position first: read second, it could be newer than the producer's. */
 	__u64 cons = bpf_ringbuf_query(&events, BPF_RB_CONS_POS);
 	__u64 used = bpf_ringbuf_query(&events, BPF_RB_PROD_POS) - cons;
 	__u64 size = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE);
