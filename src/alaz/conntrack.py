@@ -5,6 +5,11 @@ ends of a local connection are two connections, each with its own role). Data re
 to the connection's parser in ring order; a gap in the per-connection sequence number means
 records were lost, and the parser resyncs. Memory is bounded: at most `max_conns` connections
 (the oldest is dropped and counted past that), idle ones are swept.
+
+`feed_records` is the agent's per-record loop (the collector hands it each ring batch), so
+it is written for speed: see bench/bench_capture.py. HTTP/1 parsers build each Exchange
+themselves through a maker the tracker gives them; the binary protocols return L7Pairs that
+`_emit` turns into Exchanges.
 """
 
 from __future__ import annotations

@@ -870,3 +870,20 @@ def test_stats_names_every_counter() -> None:
         "pending": 1,
         "errors": 0,
     }
+
+
+def test_head_caches_are_bounded_and_skip_huge_heads() -> None:
+    from alaz.protocols import http1
+
+    conn = Http1Connection("client")
+    for i in range(http1._CACHE_MAX + 50):  # every response head differs (a Date-like header)
+        req = b"GET /c HTTP/1.1\r\nHost: h\r\n\r\n"
+        resp = b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i
+        conn.feed(EGRESS, req, len(req), 4 * i, 4 * i + 1)
+        [pair] = conn.feed(INGRESS, resp, len(resp), 4 * i + 2, 4 * i + 3)
+        assert (pair.path, pair.status) == ("/c", 200)
+    assert 0 < len(http1._resp_head_cache) <= http1._CACHE_MAX
+    big = b"x" * http1._CACHE_BLOCK
+    req = b"GET /big HTTP/1.1\r\nX-Big: " + big + b"\r\n\r\n"
+    conn.feed(EGRESS, req, len(req), 10**9, 10**9 + 1)
+    assert not any(big in key for key in http1._req_rest_cache)
