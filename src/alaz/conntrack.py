@@ -7,15 +7,15 @@ records were lost, and the parser resyncs. Memory is bounded: at most `max_conns
 (the oldest is dropped and counted past that), idle ones are swept.
 
 `feed_records` is the agent's per-record loop (the collector hands it each ring batch), so
-it is written for speed: see bench/bench_capture.py. HTTP/1 parsers build each Exchange
-themselves through a maker the tracker gives them; the binary protocols return L7Pairs that
-`_emit` turns into Exchanges.
+it is written for speed: see bench/bench_capture.py. Each connection has one exchange maker
+(`_exchange_maker`): HTTP/1 parsers call it themselves, the binary protocols' L7Pairs go
+through it after their parser returns them.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,7 @@ class Conn:
         "comm_raw",
         "feed",
         "last_ns",
+        "make",
         "makes_exchanges",
         "next_seq",
         "parser",
@@ -107,6 +108,7 @@ class Conn:
         self.parser: Any = None
         self.feed: Any = None
         self.makes_exchanges = False  # its parser returns Exchanges (HTTP/1), not pairs
+        self.make: Any = None  # its exchange maker (ConnTracker._exchange_maker)
         self.next_seq = 0
         self.tls = False  # the plaintext of a TLS connection (from the TLS probes)
         self.comm = ""
@@ -197,9 +199,7 @@ class ConnTracker:
                         if conn.makes_exchanges:
                             out += pairs
                         else:
-                            conn.who = DATA_WHO.unpack_from(blob, off)  # who completed them
-                            raw = blob[off + DATA_COMM : off + DATA_COMM + 16]
-                            self._emit(conn, pairs, out, raw)
+                            _from_l7_pairs(conn.make, pairs, out)
                 elif kind == _CONN:
                     n_conn += 1
                     event = CONN_REC.unpack_from(blob, off)
@@ -233,7 +233,7 @@ class ConnTracker:
             if conn.makes_exchanges:
                 out += pairs
             else:
-                self._emit(conn, pairs, out, conn.comm_raw)
+                _from_l7_pairs(conn.make, pairs, out)
 
     def sweep(self, now_ns: int) -> None:
         """Drops connections idle for longer than the timeout (their close was never seen)."""
@@ -254,8 +254,9 @@ class ConnTracker:
             return None
         conn = Conn(role, protocol, family, lport, rport, laddr, raddr)
         role_name = _ROLE_NAMES[Role(role)]
+        conn.make = self._exchange_maker(conn)
         if protocol == _HTTP1:
-            conn.attach(Http1Connection(role_name, make_pair=self._exchange_maker(conn)), True)
+            conn.attach(Http1Connection(role_name, make_pair=conn.make), True)
         else:
             conn.attach(parser_for(name, role_name))
         conn.next_seq = seq
@@ -270,9 +271,12 @@ class ConnTracker:
         return conn
 
     def _exchange_maker(self, conn: Conn) -> Callable[..., Exchange]:
-        """The `make_pair` of an HTTP/1 connection's parser: it builds each Exchange itself,
-        from the pair's fields, the connection and the record that completed it (no pair tuple
-        in between, no second pass: this is per exchange on the hot path)."""
+        """The one place a connection's exchanges become Exchanges. Its parameters are
+        Http1Pair's fields, in order, so an HTTP/1 parser calls it as its `make_pair` (no pair
+        tuple in between, no second pass: this is per exchange on the hot path); the binary
+        protocols' L7Pairs come through `_from_l7_pairs`, which adds protocol and extra.
+        Who (pid, tid, fd, cgroup) and comm come from the data record that completed the
+        exchange, or stay as they were when none did (a close)."""
         client = conn.role == _CLIENT
         role = "client" if client else "server"
         clock, tracker, who_of = self.clock, self, DATA_WHO.unpack_from
@@ -281,7 +285,7 @@ class ConnTracker:
             method: str, path: str, host: str | None, status: int, req_bytes: int,
             resp_bytes: int, req_first_enter: int, req_first_exit: int, req_last_exit: int,
             resp_first_enter: int, resp_first_exit: int, _resp_last_exit: int, _version: str,
-            _flags: int,
+            _flags: int, protocol: str = "HTTP", extra: dict[str, Any] | None = None,
         ) -> Exchange:  # fmt: skip
             off = tracker._off
             if off >= 0:
@@ -298,42 +302,21 @@ class ConnTracker:
                 start = req_first_exit
                 latency = resp_first_enter - req_last_exit
             return Exchange(
-                "HTTP", role, pid, tid, conn.comm, fd, cgroup_id, conn.client_ip,
+                protocol, role, pid, tid, conn.comm, fd, cgroup_id, conn.client_ip,
                 conn.client_port, conn.server_ip, conn.server_port, method, path, status,
                 latency if latency > 0 else 0, (start + clock.offset_ns) // 1_000_000, conn.tls,
-                req_bytes, resp_bytes, host,
+                req_bytes, resp_bytes, host, None, None, extra,
             )  # fmt: skip
 
         return make
 
-    def _emit(self, conn: Conn, pairs: list[Any], out: list[Exchange], raw: bytes) -> None:
-        # Once per exchange of the binary protocols: tuple indexing, locals, the comm decoded
-        # once per connection and process. L7Pair: protocol, method, path, status, req_bytes,
-        # resp_bytes, then the six times (see protocols/pair.py), extra.
-        pid, tid, fd, cgroup_id = conn.who
-        if raw != conn.comm_raw:
-            conn.set_comm(raw)
-        comm = conn.comm
-        offset = self.clock.offset_ns
-        client = conn.role == _CLIENT
-        role = "client" if client else "server"
-        cip, cport, sip, sport, tls = (
-            conn.client_ip,
-            conn.client_port,
-            conn.server_ip,
-            conn.server_port,
-            conn.tls,
-        )
-        append = out.append
-        for p in pairs:
-            if client:
-                start = p[6]
-                latency = p[10] - start
-            else:
-                start = p[7]
-                latency = p[9] - p[8]
-            append(Exchange(
-                p[0], role, pid, tid, comm, fd, cgroup_id, cip, cport, sip, sport, p[1],
-                p[2], p[3], latency if latency > 0 else 0, (start + offset) // 1_000_000,
-                tls, p[4], p[5], None, None, None, p[13],
-            ))  # fmt: skip
+
+def _from_l7_pairs(
+    make: Callable[..., Exchange], pairs: Sequence[Any], out: list[Exchange]
+) -> None:
+    """Exchanges of a binary protocol's L7Pairs (protocols/pair.py), through the maker."""
+    for p in pairs:
+        out.append(make(
+            p[1], p[2], None, p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], "", 0,
+            p[0], p[13],
+        ))  # fmt: skip

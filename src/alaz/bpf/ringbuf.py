@@ -71,9 +71,6 @@ class RingReader:
         self._cons_pos = Position(self._cons)
         self._prod_pos = Position(self._data)
 
-    def pending_bytes(self) -> int:
-        return self._prod_pos.load() - self._cons_pos.load()
-
     def read(self, max_bytes: int = 8 << 20) -> tuple[bytes, list[int]]:
         """Takes every committed record (up to about `max_bytes`) out of the ring.
 

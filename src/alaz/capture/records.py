@@ -14,9 +14,8 @@ __all__ = [
     "COUNTER_NAMES",
     "DATA_COMM",
     "DATA_HOT",
-    "DATA_LADDR",
-    "DATA_RADDR",
     "DATA_REC",
+    "DATA_WHO",
     "MAX_CAPTURE",
     "MAX_CHUNKS",
     "PROC_REC",
@@ -92,10 +91,10 @@ DATA_REC = struct.Struct("<HBBBBHIIiIQQQQQIIHH16s16s16s4x")
 # enter_ns, exit_ns, bytes, captured (pad bytes skip the rest: half the ints made per record,
 # half the time).
 # The whole record (DATA_REC) is read when a connection opens, DATA_WHO when an exchange is
-# made; addresses and comm are sliced from the record only when needed.
+# made, with the comm sliced from the record (DATA_COMM).
 DATA_HOT = struct.Struct("<2xB17xIQ8xQQQI")
 DATA_WHO = struct.Struct("<8xIIi12xQ")  # pid, tid, fd, cgroup_id
-DATA_LADDR, DATA_RADDR, DATA_COMM = 76, 92, 108  # offsets of the 16-byte fields
+DATA_COMM = 108  # offset of the 16-byte comm
 # struct conn_rec: kind, event, role, family, pid, tid, fd, conn_id, cgroup_id, ts_ns,
 # lport, rport, laddr, raddr, comm
 CONN_REC = struct.Struct("<HBBH2xIIi4xQQQHH4x16s16s16s")

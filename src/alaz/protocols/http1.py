@@ -689,10 +689,7 @@ class Http1Connection:
                 if framing >= 0 and stop + framing == true_len == len(data):
                     stream.size = true_len
                     if stream is self._resp:
-                        if self._interim or self._upgrade or self._resp_close:
-                            self._on_resp_done(exit_ns)
-                        else:  # what _on_resp_done does then, inlined: most responses
-                            self._emit(exit_ns, 0)
+                        self._on_resp_done(exit_ns)
                     elif self._req_cur is not None:  # else nothing is left to do
                         self._on_req_done(exit_ns)
                 else:
